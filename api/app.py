@@ -1,0 +1,52 @@
+"""The FastAPI app factory. The lifespan owns the pool, the embedder and the LLM client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from core.db import async_pool
+from core.embedder import Embedder, load_embedder
+from core.offline import go_offline
+from core.settings import Settings
+
+from . import errors
+from .llm import LLMClient
+from .routes import chat, health, models
+from .state import AppState
+
+
+def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
+    """Build the app; `embedder` may be passed in (tests) instead of loading EMBED_MODEL."""
+    if not settings.database_url:
+        raise ValueError("DATABASE_URL must be set (hearth up sets it for the embedded database)")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        go_offline()
+        emb = embedder or await asyncio.to_thread(
+            load_embedder, settings.embed_model, settings.embed_batch_size
+        )
+        pool = async_pool(database_url)
+        await pool.open(wait=True, timeout=30)
+        timeout = httpx.Timeout(settings.llm_timeout_s, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+            llm = LLMClient(http, settings.llm_base_urls, settings.llm_model, api_key)
+            app.state.hearth = AppState(settings=settings, pool=pool, embedder=emb, llm=llm)
+            try:
+                yield
+            finally:
+                await pool.close()
+
+    app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(chat.router)
+    return app

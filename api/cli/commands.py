@@ -1,0 +1,266 @@
+"""The `hearth` subcommands other than `up` and `llm`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from core.db import connect
+from core.embedder import embedding_dim, load_embedder
+from core.logs import setup_logging
+from core.migrate import IndexModelMismatch, migrate
+from core.offline import go_offline
+from core.settings import Settings
+
+from ..store import accounts
+from .embedded import database_url, running_redis_url
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("--reembed", action="store_true")
+    p.set_defaults(func=run_migrate)
+
+    for name, func, text in (
+        ("serve-api", run_api, "run the API server (uvicorn)"),
+        ("worker", run_worker, "run a Celery ingestion worker"),
+        ("beat", run_beat, "run Celery beat (scheduled rescans)"),
+        ("watch", run_watch, "watch HEARTH_WATCH_DIR and queue changes"),
+        ("status", run_status, "summarise the index"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("ingest", help="index a file or folder")
+    p.add_argument("path", type=Path)
+    p.add_argument("--wait", action="store_true",
+                   help="index here and now, with a progress bar, instead of queueing")
+    p.add_argument("--collection", default="default")
+    p.set_defaults(func=run_ingest)
+
+    p = sub.add_parser("search", help="hybrid search over the index")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=None)
+    p.set_defaults(func=run_search)
+
+    tok = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action",
+                                                                            required=True)
+    p = tok.add_parser("create")
+    p.add_argument("--user", default="admin")
+    p.add_argument("--role", choices=("admin", "user"), default="user")
+    p.add_argument("--description", default="")
+    p.add_argument("--expires", help="lifetime such as 90d or 12h")
+    p.set_defaults(func=run_token_create)
+    tok.add_parser("list").set_defaults(func=run_token_list)
+    p = tok.add_parser("revoke")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=run_token_revoke)
+
+
+def _db(settings: Settings) -> str:
+    url, handle = database_url(settings)
+    if handle is not None:
+        import atexit
+
+        atexit.register(handle.stop)
+    return url
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        applied = migrate(_db(settings), embed_model=settings.embed_model,
+                          embed_dim=embedding_dim(settings.embed_model), reembed=args.reembed)
+    except IndexModelMismatch as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
+        return 2
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def run_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from ..app import create_app
+
+    setup_logging()
+    go_offline()
+    app = create_app(settings.model_copy(update={"database_url": _db(settings)}))
+    uvicorn.run(app, host=settings.hearth_host, port=settings.hearth_port, log_level="info")
+    return 0
+
+
+def _celery(settings: Settings):  # type: ignore[no-untyped-def]
+    from workers.celery_app import create_celery
+
+    url = running_redis_url(settings)
+    if not url:
+        print("hearth: no REDIS_URL and no embedded Redis running; start `hearth up`",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return create_celery(settings, url)
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    go_offline()
+    os.environ["DATABASE_URL"] = _db(settings)  # the task processes read it from Settings
+    app = _celery(settings)
+    app.worker_main(["worker", "--loglevel=INFO", "-Q", "ingest", "-n", "hearth@%h",
+                     f"--concurrency={settings.worker_concurrency}", "--without-gossip",
+                     "--without-mingle"])
+    return 0
+
+
+def run_beat(args: argparse.Namespace, settings: Settings) -> int:
+    app = _celery(settings)
+    schedule = settings.hearth_data_dir / "celerybeat-schedule"
+    settings.hearth_data_dir.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO", "-s", str(schedule)])
+    return 0
+
+
+def run_watch(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from workers.celery_app import TASK_INGEST, TASK_RESCAN
+    from workers.watcher import watch
+
+    setup_logging()
+    app = _celery(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    # catch up with whatever changed while nobody was watching
+    app.send_task(TASK_RESCAN)
+    watch(settings.watch_dir, lambda p: app.send_task(TASK_INGEST, args=[p]),
+          settings.watch_debounce_s, stop)
+    return 0
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.pipeline import IngestOptions, ingest_path
+    from ingest.sync import walk
+
+    root = args.path.resolve()
+    if not root.exists():
+        print(f"hearth: {root} does not exist", file=sys.stderr)
+        return 2
+    files = [root] if root.is_file() else list(walk(root))
+    if not args.wait:
+        from workers.celery_app import TASK_INGEST
+
+        app = _celery(settings)
+        for f in files:
+            app.send_task(TASK_INGEST, args=[str(f)])
+        print(f"queued {len(files)} file(s); `hearth status` shows progress")
+        return 0
+    go_offline()
+    from rich.progress import Progress
+
+    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
+    opts = IngestOptions(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
+                         max_file_bytes=settings.max_file_bytes, collection=args.collection)
+    failures: list[tuple[str, str]] = []
+    chunks = 0
+    with connect(_db(settings)) as conn, Progress() as bar:
+        task = bar.add_task("indexing", total=len(files))
+        for f in files:
+            result = ingest_path(conn, embedder, f, opts)
+            chunks += result.chunks
+            if result.error:
+                failures.append((result.path, result.error))
+            bar.update(task, advance=1, description=f"indexing ({chunks} chunks)")
+    print(f"{len(files) - len(failures)} file(s) indexed or unchanged, {chunks} chunks, "
+          f"{len(failures)} failed")
+    for path, reason in failures:
+        print(f"  FAILED {path}: {reason}")
+    return 1 if failures else 0
+
+
+def run_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.db import async_pool
+    from retrieval.hybrid import SearchParams, hybrid_search
+
+    go_offline()
+    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
+    vec = embedder.embed([args.query])[0]
+
+    async def go() -> list:  # type: ignore[type-arg]
+        pool = async_pool(_db(settings), min_size=1, max_size=1)
+        await pool.open()
+        try:
+            async with pool.connection() as conn:
+                return await hybrid_search(conn, args.query, vec, SearchParams(
+                    limit=args.k or settings.top_k, rrf_k=settings.rrf_k))
+        finally:
+            await pool.close()
+
+    for i, p in enumerate(asyncio.run(go()), 1):
+        where = f"{p.path}" + (f" p.{p.page}" if p.page else "")
+        print(f"[{i}] {p.score:.4f} {where}\n    {p.text[:200].strip()}")
+    return 0
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(_db(settings)) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*), coalesce(sum(chunk_count), 0) FROM documents"
+            " GROUP BY status ORDER BY status"
+        ).fetchall()
+        failed = conn.execute(
+            "SELECT path, error FROM documents WHERE status IN ('failed', 'needs_ocr')"
+            " ORDER BY updated_at DESC LIMIT 20"
+        ).fetchall()
+    print(f"data dir: {settings.hearth_data_dir}\nwatching: {settings.watch_dir}")
+    if not rows:
+        print("no documents yet")
+    for status, count, chunks in rows:
+        print(f"  {status:<10} {count:>6} documents {chunks:>8} chunks")
+    for path, error in failed:
+        print(f"  ! {path}: {error}")
+    return 0
+
+
+def _parse_lifetime(text: str) -> timedelta:
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise SystemExit(f"hearth: --expires must look like 90d, 12h or 30m, not {text!r}")
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+def run_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    expires = datetime.now(UTC) + _parse_lifetime(args.expires) if args.expires else None
+    with connect(_db(settings)) as conn:
+        user = accounts.ensure_user(conn, args.user, args.role)
+        token = accounts.issue_token(conn, user, args.description, expires)
+        conn.commit()
+    print(token)
+    print(f"(for user {user.name}; shown once, stored only as a hash)", file=sys.stderr)
+    return 0
+
+
+def run_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(_db(settings)) as conn:
+        tokens = accounts.list_tokens(conn)
+    for t in tokens:
+        state = "revoked" if t.revoked_at else (
+            "expired" if t.expires_at and t.expires_at < datetime.now(UTC) else "active")
+        used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+        print(f"{t.id:>4} {t.prefix}…  {t.user:<12} {state:<8} last used {used}  "
+              f"{t.description}")
+    return 0
+
+
+def run_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(_db(settings)) as conn:
+        ok = accounts.revoke_token(conn, args.id)
+        conn.commit()
+    print("revoked" if ok else f"no active token with id {args.id}")
+    return 0 if ok else 1
+
+

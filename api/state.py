@@ -1,0 +1,30 @@
+"""Long-lived resources owned by the app's lifespan, and the typed dependencies that expose them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg_pool import AsyncConnectionPool
+
+from core.embedder import Embedder
+from core.settings import Settings
+
+from .llm import LLMClient
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    pool: AsyncConnectionPool
+    embedder: Embedder
+    llm: LLMClient
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.hearth
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]

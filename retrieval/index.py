@@ -1,0 +1,139 @@
+"""Writing the index: documents and their chunks, one transaction per document."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.types import Chunk, Document
+
+_CHUNK_COLUMNS = (
+    "document_id", "ordinal", "text", "context", "heading_path", "page", "char_start", "char_end",
+    "embedding",
+)
+_CHUNK_TYPES = ["bigint", "integer", "text", "text", "text[]", "integer", "integer", "integer",
+                "vector"]
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: int
+    path: str
+    content_hash: str | None
+    size: int | None
+    mtime: float | None
+    status: str
+    collection: str
+    chunk_count: int
+    error: str | None
+
+
+_ROW_SQL = (
+    "SELECT id, path, content_hash, size, mtime, status, collection, chunk_count, error"
+    " FROM documents"
+)
+
+
+def get_document(conn: psycopg.Connection, path: str) -> DocumentRow | None:
+    row = conn.execute(_ROW_SQL + " WHERE path = %s", (path,)).fetchone()
+    return DocumentRow(*row) if row else None
+
+
+def documents_under(conn: psycopg.Connection, root: str) -> list[DocumentRow]:
+    """Live (not deleted) documents whose path is inside the folder `root`."""
+    prefix = root.rstrip("/") + "/"
+    rows = conn.execute(
+        _ROW_SQL + " WHERE status <> 'deleted' AND left(path, length(%s)) = %s",
+        (prefix, prefix),
+    ).fetchall()
+    return [DocumentRow(*r) for r in rows]
+
+
+def set_status(
+    conn: psycopg.Connection,
+    path: str,
+    status: str,
+    *,
+    error: str | None = None,
+    collection: str = "default",
+    source: str = "watch",
+    **fields: Any,
+) -> int:
+    """Create or update the document's row with a new status; return its id."""
+    cols = {"status": status, "error": error, "collection": collection, "source": source, **fields}
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    updates = ", ".join(f"{k} = EXCLUDED.{k}" for k in cols)
+    row = conn.execute(
+        f"INSERT INTO documents (path, {names}) VALUES (%s, {marks})"
+        f" ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() RETURNING id",
+        (path, *cols.values()),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def replace_chunks(
+    conn: psycopg.Connection, doc: Document, embeddings: np.ndarray
+) -> int:
+    """Atomically swap the document's chunks for new ones and mark it indexed; return its id.
+
+    Search sees either all the old chunks or all the new ones, never a mix or nothing.
+    """
+    if len(doc.chunks) != len(embeddings):
+        raise ValueError("one embedding per chunk is required")
+    with conn.transaction():
+        doc_id = set_status(
+            conn, doc.path, "indexed", collection=doc.collection, source=doc.source,
+            content_hash=doc.content_hash, size=doc.size, mtime=doc.mtime, mime=doc.mime,
+            title=doc.title, chunk_count=len(doc.chunks), metadata=Jsonb(doc.metadata),
+            indexed_at=_now(conn),
+        )
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
+        _copy_chunks(conn, doc_id, doc.chunks, embeddings)
+    return doc_id
+
+
+def _now(conn: psycopg.Connection) -> Any:
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _copy_chunks(
+    conn: psycopg.Connection, doc_id: int, chunks: Sequence[Chunk], embeddings: np.ndarray
+) -> None:
+    sql = f"COPY chunks ({', '.join(_CHUNK_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
+    with conn.cursor() as cur, cur.copy(sql) as copy:
+        copy.set_types(_CHUNK_TYPES)
+        for chunk, vec in zip(chunks, embeddings, strict=True):
+            copy.write_row((
+                doc_id, chunk.ordinal, chunk.text, chunk.context, list(chunk.heading_path),
+                chunk.page, chunk.char_start, chunk.char_end, np.asarray(vec, dtype=np.float32),
+            ))
+
+
+def mark_deleted(conn: psycopg.Connection, path: str) -> bool:
+    """Remove a document's chunks from the index; keep its row as 'deleted'. True if it existed."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE documents SET status = 'deleted', chunk_count = 0, error = NULL,"
+            " updated_at = now() WHERE path = %s AND status <> 'deleted' RETURNING id",
+            (path,),
+        ).fetchone()
+        if row:
+            conn.execute("DELETE FROM chunks WHERE document_id = %s", (row[0],))
+    return row is not None
+
+
+def touch(conn: psycopg.Connection, path: str, size: int, mtime: float) -> None:
+    """Record a new size/mtime for a document whose content did not change."""
+    conn.execute(
+        "UPDATE documents SET size = %s, mtime = %s, updated_at = now() WHERE path = %s",
+        (size, mtime, path),
+    )

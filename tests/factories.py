@@ -1,0 +1,51 @@
+"""Test factories: a deterministic fake embedder and builders for Hearth's types."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.types import Chunk, Document
+
+_WORD = re.compile(r"\w+")
+
+
+class HashEmbedder:
+    """Bag-of-words hashed into `dim` buckets, L2-normalised: texts sharing words are close.
+
+    Deterministic and instant; for unit tests of logic around embeddings, never of quality.
+    """
+
+    name = "test-hash"
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+                out[i, h % self.dim] += 1.0
+            norm = np.linalg.norm(out[i])
+            out[i] = out[i] / norm if norm else out[i]
+            if not norm:
+                out[i, 0] = 1.0
+        return out
+
+
+def make_document(path: str, texts: Sequence[str], *, title: str = "Doc",
+                  content_hash: str | None = None) -> Document:
+    chunks, pos = [], 0
+    for i, text in enumerate(texts):
+        chunks.append(Chunk(ordinal=i, text=text, context=title, char_start=pos,
+                            char_end=pos + len(text)))
+        pos += len(text) + 2
+    return Document(path=path, content_hash=content_hash or hashlib.sha256(
+        "".join(texts).encode()).hexdigest(), size=pos, mtime=1.0, title=title, chunks=chunks)
