@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.types import Passage
+from core.types import Citation, Passage
 from retrieval.hybrid import SearchParams, hybrid_search
 
-from .citations import CitationChecker, sources_footer
+from .citations import CitationChecker, attribute, insert_markers, sources_footer
 from .errors import APIError, error_body
 from .llm import LLMError
 from .prompt import PromptTooLong, build_prompt
@@ -104,12 +104,30 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
     choice = (resp.get("choices") or [{}])[0]
     checker = CitationChecker(len(turn.passages))
     answer = checker.check((choice.get("message") or {}).get("content") or "")
+    marks = _attribute_if_uncited(checker, answer, turn.passages)
+    answer = insert_markers(answer, marks)
     citations = checker.citations(turn.passages)
-    sources = [c.as_source() for c in citations]
+    sources = _sources(citations, attributed=bool(marks))
     usage = resp.get("usage")
     await _store(state, turn, answer, sources, usage)
     text = answer + (sources_footer(citations) if turn.footer else "")
     return _completion(turn, text, choice.get("finish_reason"), usage, sources)
+
+
+def _attribute_if_uncited(checker: CitationChecker, answer: str,
+                          passages: list[Passage]) -> list[tuple[int, int]]:
+    """When the model cited nothing (small models often don't), cite the passages that support
+    its sentences word for word; see citations.attribute."""
+    if checker.cited or not passages:
+        return []
+    marks = attribute(answer, passages)
+    checker.cite([n for _, n in marks])
+    return marks
+
+
+def _sources(citations: list[Citation], *, attributed: bool) -> list[dict[str, Any]]:
+    return [{**c.as_source(), "cited_by": "attribution" if attributed else "model"}
+            for c in citations]
 
 
 async def _store(state: AppState, turn: Turn, answer: str, sources: list[dict[str, Any]],
@@ -172,9 +190,12 @@ async def _relay(state: AppState, turn: Turn, first: dict[str, Any] | None,
         yield _sse("[DONE]")
         return
     tail = checker.finish()
+    marks = _attribute_if_uncited(checker, "".join(parts) + tail, turn.passages)
+    if marks:  # the text is already sent: the markers go at its end
+        tail += " " + "".join(f"[{n}]" for n in dict.fromkeys(n for _, n in marks))
     parts.append(tail)
     citations = checker.citations(turn.passages)
-    sources = [c.as_source() for c in citations]
+    sources = _sources(citations, attributed=bool(marks))
     footer = sources_footer(citations) if turn.footer else ""
     if tail + footer:
         yield chunk({"content": tail + footer})

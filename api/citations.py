@@ -52,6 +52,12 @@ class CitationChecker:
     def citations(self, passages: Sequence[Passage]) -> list[Citation]:
         return [Citation(k, passages[k - 1]) for k in self.cited]
 
+    def cite(self, numbers: Sequence[int]) -> None:
+        """Record passages cited by attribution rather than by the model's own markers."""
+        for k in numbers:
+            if 1 <= k <= self.n and k not in self.cited:
+                self.cited.append(k)
+
 
 def sources_footer(citations: Sequence[Citation]) -> str:
     """A readable "Sources" list for chat UIs that ignore the extra `sources` field."""
@@ -67,3 +73,48 @@ def sources_footer(citations: Sequence[Citation]) -> str:
             where.append("§ " + " > ".join(p.heading_path))
         lines.append(f"[{c.index}] " + ", ".join(where) + f" ({p.path})")
     return "\n".join(lines)
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_STOP = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have he her his "
+    "how i if in into is it its may me my no not of on or our she so than that the their them "
+    "then there these they this to was we were what when where which who why will with would "
+    "you your".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and (len(w) > 2 or
+                                                                         w.isdigit())}
+
+
+def attribute(answer: str, passages: Sequence[Passage], *, min_support: float = 0.6,
+              min_words: int = 3) -> list[tuple[int, int]]:
+    """For answers without markers: which passage supports each sentence, by word overlap.
+
+    Returns (end offset of the sentence in `answer`, passage number) pairs for sentences whose
+    content words are at least `min_support` present in one passage. A sentence the passages do
+    not support gets no citation, so nothing unsupported is dressed up as sourced.
+    """
+    vocab = [_content_words(p.text + " " + (p.title or "")) for p in passages]
+    out: list[tuple[int, int]] = []
+    start = 0
+    for match in [*_SENTENCE_END.finditer(answer), None]:
+        end = match.start() if match else len(answer)
+        words = _content_words(answer[start:end])
+        if len(words) >= min_words and vocab:
+            support = [len(words & v) / len(words) for v in vocab]
+            best = max(range(len(support)), key=support.__getitem__)
+            if support[best] >= min_support:
+                out.append((end, best + 1))
+        start = match.end() if match else end
+    return out
+
+
+def insert_markers(answer: str, marks: Sequence[tuple[int, int]]) -> str:
+    """Put `[n]` at the given offsets (end of each supported sentence)."""
+    for end, n in sorted(marks, reverse=True):
+        answer = answer[:end] + f" [{n}]" + answer[end:]
+    return answer

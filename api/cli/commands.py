@@ -31,9 +31,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         ("worker", run_worker, "run a Celery ingestion worker"),
         ("beat", run_beat, "run Celery beat (scheduled rescans)"),
         ("watch", run_watch, "watch HEARTH_WATCH_DIR and queue changes"),
-        ("status", run_status, "summarise the index"),
     ):
         sub.add_parser(name, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("status", help="summarise the index")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_status)
 
     p = sub.add_parser("ingest", help="index a file or folder")
     p.add_argument("path", type=Path)
@@ -216,6 +219,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
             "SELECT path, error FROM documents WHERE status IN ('failed', 'needs_ocr')"
             " ORDER BY updated_at DESC LIMIT 20"
         ).fetchall()
+    if args.json:
+        import json
+
+        print(json.dumps({
+            "documents": {s: {"count": c, "chunks": int(k)} for s, c, k in rows},
+            "problems": [{"path": p, "error": e} for p, e in failed],
+        }))
+        return 0
     print(f"data dir: {settings.hearth_data_dir}\nwatching: {settings.watch_dir}")
     if not rows:
         print("no documents yet")

@@ -61,3 +61,23 @@ def test_footer_lists_sources_with_their_numbers() -> None:
     assert "Sources:" in footer
     assert "[2] Doc 2, page 4, § Intro (/docs/f2.md)" in footer
     assert sources_footer([]) == ""
+
+
+def test_attribution_cites_the_passage_that_supports_a_sentence() -> None:
+    from api.citations import attribute, insert_markers
+
+    ps = [passage(1, text="The cat Miso sleeps on the sofa."),
+          passage(2, text="The rooftop solar array was installed in 2019 by Sunny Ltd.")]
+    answer = "The solar array was installed in 2019. It is lovely and I like it very much."
+    marks = attribute(answer, ps)
+    assert [n for _, n in marks] == [2]  # the second sentence is supported by nothing
+    assert insert_markers(answer, marks).startswith("The solar array was installed in 2019. [2]")
+
+
+def test_attribution_gives_nothing_for_unsupported_answers() -> None:
+    from api.citations import attribute
+
+    ps = [passage(1, text="Tomatoes need full sun.")]
+    assert attribute("Paris is the capital of France and has many museums.", ps) == []
+    assert attribute("Yes.", ps) == []
+    assert attribute("Tomatoes need full sun.", []) == []

@@ -1,0 +1,21 @@
+"""Content fingerprints: a file's hash decides whether it is re-parsed, a text's whether it is
+re-embedded."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in `chunk_bytes` blocks so big files never sit in memory."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of a text's UTF-8 encoding."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
