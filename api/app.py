@@ -29,8 +29,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         go_offline()
-        emb = embedder or await asyncio.to_thread(
-            load_embedder, settings.embed_model, settings.embed_batch_size
+        emb: Embedder = (
+            embedder
+            if embedder is not None
+            else await asyncio.to_thread(
+                load_embedder, settings.embed_model, settings.embed_batch_size
+            )
         )
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)

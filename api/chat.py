@@ -39,17 +39,23 @@ class Turn:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-async def prepare_turn(state: AppState, user: User, req: ChatRequest,
-                       conversation_id: str | None, footer: bool) -> Turn:
+async def prepare_turn(
+    state: AppState, user: User, req: ChatRequest, conversation_id: str | None, footer: bool
+) -> Turn:
     s = state.settings
     if req.n is not None and req.n > 1:
         raise APIError(400, "only n=1 is supported", param="n", code="unsupported_value")
     rag = req.model == RAG_MODEL
     if not rag and req.model != s.llm_model:
-        raise APIError(404, f"The model '{req.model}' does not exist; GET /v1/models lists them.",
-                       param="model", code="model_not_found")
-    last_user = next((i for i in range(len(req.messages) - 1, -1, -1)
-                      if req.messages[i].role == "user"), None)
+        raise APIError(
+            404,
+            f"The model '{req.model}' does not exist; GET /v1/models lists them.",
+            param="model",
+            code="model_not_found",
+        )
+    last_user = next(
+        (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None
+    )
     if last_user is None or not req.messages[last_user].text().strip():
         raise APIError(400, "messages must contain a user message with text", param="messages")
     question = req.messages[last_user].text().strip()
@@ -59,8 +65,9 @@ async def prepare_turn(state: AppState, user: User, req: ChatRequest,
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]
     else:
-        history = [(m.role, m.text()) for m in req.messages[:last_user]
-                   if m.role in ("user", "assistant")]
+        history = [
+            (m.role, m.text()) for m in req.messages[:last_user] if m.role in ("user", "assistant")
+        ]
 
     passages: list[Passage] = []
     if rag:
@@ -72,8 +79,13 @@ async def prepare_turn(state: AppState, user: User, req: ChatRequest,
     max_tokens = req.max_completion_tokens or req.max_tokens or s.llm_max_tokens
     try:
         if rag:
-            prompt = build_prompt(question, passages, history, context_tokens=s.llm_max_model_len,
-                                  max_answer_tokens=max_tokens)
+            prompt = build_prompt(
+                question,
+                passages,
+                history,
+                context_tokens=s.llm_max_model_len,
+                max_answer_tokens=max_tokens,
+            )
             messages, passages = prompt.messages, prompt.passages
         else:
             messages = [{"role": r, "content": t} for r, t in history]
@@ -84,15 +96,29 @@ async def prepare_turn(state: AppState, user: User, req: ChatRequest,
     return Turn(req, cid, question, messages, passages, params, footer and rag)
 
 
-def _completion(turn: Turn, text: str, finish: str | None, usage: dict[str, Any] | None,
-                sources: list[dict[str, Any]]) -> dict[str, Any]:
+def _completion(
+    turn: Turn,
+    text: str,
+    finish: str | None,
+    usage: dict[str, Any] | None,
+    sources: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
-        "id": turn.id, "object": "chat.completion", "created": turn.created,
+        "id": turn.id,
+        "object": "chat.completion",
+        "created": turn.created,
         "model": turn.request.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish or "stop", "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish or "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "sources": sources, "conversation_id": turn.conversation_id,
+        "sources": sources,
+        "conversation_id": turn.conversation_id,
     }
 
 
@@ -114,8 +140,9 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
     return _completion(turn, text, choice.get("finish_reason"), usage, sources)
 
 
-def _attribute_if_uncited(checker: CitationChecker, answer: str,
-                          passages: list[Passage]) -> list[tuple[int, int]]:
+def _attribute_if_uncited(
+    checker: CitationChecker, answer: str, passages: list[Passage]
+) -> list[tuple[int, int]]:
     """When the model cited nothing (small models often don't), cite the passages that support
     its sentences word for word; see citations.attribute."""
     if checker.cited or not passages:
@@ -126,16 +153,29 @@ def _attribute_if_uncited(checker: CitationChecker, answer: str,
 
 
 def _sources(citations: list[Citation], *, attributed: bool) -> list[dict[str, Any]]:
-    return [{**c.as_source(), "cited_by": "attribution" if attributed else "model"}
-            for c in citations]
+    return [
+        {**c.as_source(), "cited_by": "attribution" if attributed else "model"} for c in citations
+    ]
 
 
-async def _store(state: AppState, turn: Turn, answer: str, sources: list[dict[str, Any]],
-                 usage: dict[str, Any] | None) -> None:
+async def _store(
+    state: AppState,
+    turn: Turn,
+    answer: str,
+    sources: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+) -> None:
     usage = usage or {}
     async with state.pool.connection() as conn:
-        await add_turn(conn, turn.conversation_id, turn.question, answer, sources,
-                       usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        await add_turn(
+            conn,
+            turn.conversation_id,
+            turn.question,
+            answer,
+            sources,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+        )
 
 
 def _sse(obj: dict[str, Any] | str) -> str:
@@ -155,15 +195,30 @@ async def open_stream(state: AppState, turn: Turn) -> AsyncIterator[str]:
     return _relay(state, turn, first, upstream)
 
 
-async def _relay(state: AppState, turn: Turn, first: dict[str, Any] | None,
-                 upstream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def _relay(
+    state: AppState,
+    turn: Turn,
+    first: dict[str, Any] | None,
+    upstream: AsyncIterator[dict[str, Any]],
+) -> AsyncIterator[str]:
     checker = CitationChecker(len(turn.passages))
-    base = {"id": turn.id, "object": "chat.completion.chunk", "created": turn.created,
-            "model": turn.request.model}
+    base = {
+        "id": turn.id,
+        "object": "chat.completion.chunk",
+        "created": turn.created,
+        "model": turn.request.model,
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                                          "logprobs": None}], **extra})
+        return _sse(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+                **extra,
+            }
+        )
 
     parts: list[str] = []
     finish: str | None = None

@@ -37,7 +37,7 @@ class CitationChecker:
         text = self._pending + piece
         partial = _PARTIAL.search(text)
         if partial:
-            text, self._pending = text[: partial.start()], text[partial.start():]
+            text, self._pending = text[: partial.start()], text[partial.start() :]
         else:
             self._pending = ""
         return _MARKER.sub(self._rewrite, text)
@@ -78,20 +78,87 @@ def sources_footer(citations: Sequence[Citation]) -> str:
 _WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOP = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have he her his "
-    "how i if in into is it its may me my no not of on or our she so than that the their them "
-    "then there these they this to was we were what when where which who why will with would "
-    "you your".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "may",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
 )
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and (len(w) > 2 or
-                                                                         w.isdigit())}
+    return {
+        w for w in _WORD.findall(text.lower()) if w not in _STOP and (len(w) > 2 or w.isdigit())
+    }
 
 
-def attribute(answer: str, passages: Sequence[Passage], *, min_support: float = 0.6,
-              min_words: int = 3) -> list[tuple[int, int]]:
+def attribute(
+    answer: str, passages: Sequence[Passage], *, min_support: float = 0.6, min_words: int = 3
+) -> list[tuple[int, int]]:
     """For answers without markers: which passage supports each sentence, by word overlap.
 
     Returns (end offset of the sentence in `answer`, passage number) pairs for sentences whose

@@ -22,8 +22,9 @@ class LLMError(Exception):
 
 
 class LLMClient:
-    def __init__(self, http: httpx.AsyncClient, base_urls: list[str], model: str,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_urls: list[str], model: str, api_key: str | None = None
+    ) -> None:
         if not base_urls:
             raise ValueError("at least one LLM base URL is required")
         self.http = http
@@ -46,21 +47,29 @@ class LLMClient:
     async def complete(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         body = {"model": self.model, "messages": messages, "stream": False, **params}
         try:
-            resp = await self.http.post(self._url("/chat/completions"), json=body,
-                                        headers=self._headers)
+            resp = await self.http.post(
+                self._url("/chat/completions"), json=body, headers=self._headers
+            )
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         _raise_for_status(resp)
         return dict(resp.json())
 
-    async def stream(self, messages: list[dict[str, str]], **params: Any
-                     ) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, messages: list[dict[str, str]], **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         """Yield the backend's `chat.completion.chunk` objects as they arrive."""
-        body = {"model": self.model, "messages": messages, "stream": True,
-                "stream_options": {"include_usage": True}, **params}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **params,
+        }
         try:
-            async with self.http.stream("POST", self._url("/chat/completions"), json=body,
-                                        headers=self._headers) as resp:
+            async with self.http.stream(
+                "POST", self._url("/chat/completions"), json=body, headers=self._headers
+            ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     _raise_for_status(resp)
@@ -93,8 +102,11 @@ def _raise_for_status(resp: httpx.Response) -> None:
         message = resp.text[:300]
     message = message or f"HTTP {resp.status_code}"
     if resp.status_code == 400 and "context" in message.lower():
-        raise LLMError(400, f"the request does not fit the model's context window: {message}",
-                       "context_length_exceeded")
+        raise LLMError(
+            400,
+            f"the request does not fit the model's context window: {message}",
+            "context_length_exceeded",
+        )
     if resp.status_code in (401, 403):
         raise LLMError(502, "the language model backend refused Hearth's API key (LLM_API_KEY)")
     if resp.status_code == 404:

@@ -64,8 +64,12 @@ def build_prompt(
 
     def size() -> int:
         body = system_prompt + "".join(format_passage(i, p) for i, p in enumerate(kept, 1))
-        return (estimate_tokens(body) + estimate_tokens(question)
-                + sum(estimate_tokens(t) for _, t in turns) + 8 * (len(turns) + 2))
+        return (
+            estimate_tokens(body)
+            + estimate_tokens(question)
+            + sum(estimate_tokens(t) for _, t in turns)
+            + 8 * (len(turns) + 2)
+        )
 
     dropped = 0
     # oldest history first (down to the last exchange), then the lowest-ranked passages (down to

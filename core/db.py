@@ -45,6 +45,10 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
 def async_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
     """An (unopened) async pool whose connections know pgvector's types; open it in a lifespan."""
     return AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, configure=_configure, open=False,
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        configure=_configure,
+        open=False,
         kwargs={"autocommit": True},
     )

@@ -53,8 +53,9 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(
             str(resolve_model_path(spec)), device=device, local_files_only=True
         )
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         dim = get_dim()
         if not dim:
@@ -64,7 +65,7 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
 
     @property
-    def tokenizer(self):  # type: ignore[no-untyped-def]
+    def tokenizer(self):
         return self._model.tokenizer
 
     def count_tokens(self, text: str) -> int:

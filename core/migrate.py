@@ -68,7 +68,7 @@ def migrate(url: str, *, embed_model: str, embed_dim: int, reembed: bool = False
 
 
 def _pin_embedder(conn: psycopg.Connection, model: str, dim: int, reembed: bool) -> None:
-    meta = dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
+    meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
     if not meta:
         with conn.transaction():
             conn.execute(

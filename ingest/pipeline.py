@@ -82,8 +82,16 @@ def _ingest_locked(
 
     def fail(reason: str, status: str = "failed") -> IngestResult:
         index.set_status(
-            conn, key, status, error=reason, collection=opts.collection, source=opts.source,
-            size=st.st_size, mtime=st.st_mtime, content_hash=digest, chunk_count=0,
+            conn,
+            key,
+            status,
+            error=reason,
+            collection=opts.collection,
+            source=opts.source,
+            size=st.st_size,
+            mtime=st.st_mtime,
+            content_hash=digest,
+            chunk_count=0,
         )
         conn.execute(
             "DELETE FROM chunks WHERE document_id = (SELECT id FROM documents WHERE path = %s)",
@@ -114,8 +122,11 @@ def _ingest_locked(
     if parsed.needs_ocr:
         return fail("no text layer (scanned or image-only); OCR is not enabled", "needs_ocr")
     chunks = chunk_elements(
-        parsed.elements, title=parsed.title, count_tokens=embedder.count_tokens,
-        chunk_size=opts.chunk_size, overlap=opts.chunk_overlap,
+        parsed.elements,
+        title=parsed.title,
+        count_tokens=embedder.count_tokens,
+        chunk_size=opts.chunk_size,
+        overlap=opts.chunk_overlap,
     )
     if not chunks:
         return fail("no text found in the file")
@@ -123,8 +134,15 @@ def _ingest_locked(
     conn.commit()
     vectors = embedder.embed([c.embed_text for c in chunks])
     doc = Document(
-        path=key, content_hash=digest, size=st.st_size, mtime=st.st_mtime, mime=parsed.mime,
-        title=parsed.title, collection=opts.collection, source=opts.source, chunks=chunks,
+        path=key,
+        content_hash=digest,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        mime=parsed.mime,
+        title=parsed.title,
+        collection=opts.collection,
+        source=opts.source,
+        chunks=chunks,
     )
     index.replace_chunks(conn, doc, vectors)
     conn.commit()

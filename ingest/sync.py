@@ -53,8 +53,11 @@ def reconcile(conn: psycopg.Connection, root: Path) -> Plan:
         key = str(p.resolve())
         doc = known.pop(key, None)
         st = p.stat()
-        if doc and doc.size == st.st_size and doc.mtime == st.st_mtime and doc.status in (
-            "indexed", "failed", "needs_ocr"
+        if (
+            doc
+            and doc.size == st.st_size
+            and doc.mtime == st.st_mtime
+            and doc.status in ("indexed", "failed", "needs_ocr")
         ):
             plan.unchanged += 1
         else:

@@ -69,9 +69,17 @@ async def hybrid_search(
     return [_passage(by_id[cid], score) for cid, score in fused[: params.limit]]
 
 
-def _passage(r: tuple, score: float) -> Passage:  # type: ignore[type-arg]
+def _passage(r: tuple, score: float) -> Passage:
     return Passage(
-        chunk_id=r[0], document_id=r[1], path=r[2], title=r[3], text=r[4],
-        heading_path=tuple(r[5] or ()), page=r[6], char_start=r[7], char_end=r[8],
-        score=score, collection=r[9],
+        chunk_id=r[0],
+        document_id=r[1],
+        path=r[2],
+        title=r[3],
+        text=r[4],
+        heading_path=tuple(r[5] or ()),
+        page=r[6],
+        char_start=r[7],
+        char_end=r[8],
+        score=score,
+        collection=r[9],
     )

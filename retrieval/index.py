@@ -13,11 +13,27 @@ from psycopg.types.json import Jsonb
 from core.types import Chunk, Document
 
 _CHUNK_COLUMNS = (
-    "document_id", "ordinal", "text", "context", "heading_path", "page", "char_start", "char_end",
+    "document_id",
+    "ordinal",
+    "text",
+    "context",
+    "heading_path",
+    "page",
+    "char_start",
+    "char_end",
     "embedding",
 )
-_CHUNK_TYPES = ["bigint", "integer", "text", "text", "text[]", "integer", "integer", "integer",
-                "vector"]
+_CHUNK_TYPES = [
+    "bigint",
+    "integer",
+    "text",
+    "text",
+    "text[]",
+    "integer",
+    "integer",
+    "integer",
+    "vector",
+]
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,7 @@ def set_status(
     return int(row[0])
 
 
-def replace_chunks(
-    conn: psycopg.Connection, doc: Document, embeddings: np.ndarray
-) -> int:
+def replace_chunks(conn: psycopg.Connection, doc: Document, embeddings: np.ndarray) -> int:
     """Atomically swap the document's chunks for new ones and mark it indexed; return its id.
 
     Search sees either all the old chunks or all the new ones, never a mix or nothing.
@@ -89,9 +103,18 @@ def replace_chunks(
         raise ValueError("one embedding per chunk is required")
     with conn.transaction():
         doc_id = set_status(
-            conn, doc.path, "indexed", collection=doc.collection, source=doc.source,
-            content_hash=doc.content_hash, size=doc.size, mtime=doc.mtime, mime=doc.mime,
-            title=doc.title, chunk_count=len(doc.chunks), metadata=Jsonb(doc.metadata),
+            conn,
+            doc.path,
+            "indexed",
+            collection=doc.collection,
+            source=doc.source,
+            content_hash=doc.content_hash,
+            size=doc.size,
+            mtime=doc.mtime,
+            mime=doc.mime,
+            title=doc.title,
+            chunk_count=len(doc.chunks),
+            metadata=Jsonb(doc.metadata),
             indexed_at=_now(conn),
         )
         conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
@@ -112,10 +135,19 @@ def _copy_chunks(
     with conn.cursor() as cur, cur.copy(sql) as copy:
         copy.set_types(_CHUNK_TYPES)
         for chunk, vec in zip(chunks, embeddings, strict=True):
-            copy.write_row((
-                doc_id, chunk.ordinal, chunk.text, chunk.context, list(chunk.heading_path),
-                chunk.page, chunk.char_start, chunk.char_end, np.asarray(vec, dtype=np.float32),
-            ))
+            copy.write_row(
+                (
+                    doc_id,
+                    chunk.ordinal,
+                    chunk.text,
+                    chunk.context,
+                    list(chunk.heading_path),
+                    chunk.page,
+                    chunk.char_start,
+                    chunk.char_end,
+                    np.asarray(vec, dtype=np.float32),
+                )
+            )
 
 
 def mark_deleted(conn: psycopg.Connection, path: str) -> bool:

@@ -18,9 +18,20 @@ from core.offline import go_offline
 from .factories import HashEmbedder
 
 HEARTH_ENV_VARS = (
-    "HEARTH_ENV", "HEARTH_DATA_DIR", "HEARTH_WATCH_DIR", "HEARTH_HOST", "HEARTH_PORT",
-    "DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "EMBED_MODEL",
-    "CHUNK_SIZE", "CHUNK_OVERLAP", "TOP_K",
+    "HEARTH_ENV",
+    "HEARTH_DATA_DIR",
+    "HEARTH_WATCH_DIR",
+    "HEARTH_HOST",
+    "HEARTH_PORT",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LLM_BASE_URL",
+    "LLM_MODEL",
+    "LLM_API_KEY",
+    "EMBED_MODEL",
+    "CHUNK_SIZE",
+    "CHUNK_OVERLAP",
+    "TOP_K",
 )
 EMBED_DIM = 384  # the packaged MiniLM's; HashEmbedder uses the same so both share one schema
 
@@ -48,8 +59,10 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def db(pg_url: str) -> Iterator[psycopg.Connection]:
     """A connection to a database emptied of documents, users and conversations."""
     with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute("TRUNCATE documents, chunks, users, tokens, conversations, messages"
-                      " RESTART IDENTITY CASCADE")
+        admin.execute(
+            "TRUNCATE documents, chunks, users, tokens, conversations, messages"
+            " RESTART IDENTITY CASCADE"
+        )
     conn = connect(pg_url)
     yield conn
     conn.close()

@@ -40,12 +40,20 @@ class HashEmbedder:
         return out
 
 
-def make_document(path: str, texts: Sequence[str], *, title: str = "Doc",
-                  content_hash: str | None = None) -> Document:
+def make_document(
+    path: str, texts: Sequence[str], *, title: str = "Doc", content_hash: str | None = None
+) -> Document:
     chunks, pos = [], 0
     for i, text in enumerate(texts):
-        chunks.append(Chunk(ordinal=i, text=text, context=title, char_start=pos,
-                            char_end=pos + len(text)))
+        chunks.append(
+            Chunk(ordinal=i, text=text, context=title, char_start=pos, char_end=pos + len(text))
+        )
         pos += len(text) + 2
-    return Document(path=path, content_hash=content_hash or hashlib.sha256(
-        "".join(texts).encode()).hexdigest(), size=pos, mtime=1.0, title=title, chunks=chunks)
+    return Document(
+        path=path,
+        content_hash=content_hash or hashlib.sha256("".join(texts).encode()).hexdigest(),
+        size=pos,
+        mtime=1.0,
+        title=title,
+        chunks=chunks,
+    )

@@ -11,8 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["core", "retrieval", "ingest", "workers", "api"]
 FRAMEWORKS = {"fastapi", "starlette", "uvicorn", "celery", "kombu"}
 # frameworks each room may import (api is the composition root)
-ALLOWED_FRAMEWORKS = {"core": set(), "retrieval": set(), "ingest": set(),
-                      "workers": {"celery", "kombu"}, "api": FRAMEWORKS}
+ALLOWED_FRAMEWORKS = {
+    "core": set(),
+    "retrieval": set(),
+    "ingest": set(),
+    "workers": {"celery", "kombu"},
+    "api": FRAMEWORKS,
+}
 
 
 def imports_of(path: Path, room: str) -> set[str]:
@@ -47,14 +52,22 @@ def test_rooms_import_only_downstream() -> None:
     assert violations() == []
 
 
-@pytest.mark.parametrize(("room", "line", "expected"), [
-    ("ingest", "from api.app import create_app", "ingest/bad.py imports api"),
-    ("core", "import fastapi", "core/bad.py imports framework fastapi"),
-    ("retrieval", "from celery import shared_task", "retrieval/bad.py imports framework celery"),
-    ("core", "from workers import tasks", "core/bad.py imports workers"),
-])
-def test_checker_catches_a_wrong_import(tmp_path: Path, room: str, line: str,
-                                        expected: str) -> None:
+@pytest.mark.parametrize(
+    ("room", "line", "expected"),
+    [
+        ("ingest", "from api.app import create_app", "ingest/bad.py imports api"),
+        ("core", "import fastapi", "core/bad.py imports framework fastapi"),
+        (
+            "retrieval",
+            "from celery import shared_task",
+            "retrieval/bad.py imports framework celery",
+        ),
+        ("core", "from workers import tasks", "core/bad.py imports workers"),
+    ],
+)
+def test_checker_catches_a_wrong_import(
+    tmp_path: Path, room: str, line: str, expected: str
+) -> None:
     for r in ORDER:
         (tmp_path / r).mkdir()
     (tmp_path / room / "bad.py").write_text(line + "\n")

@@ -53,8 +53,9 @@ def context() -> _Context:
     return _Context()
 
 
-@shared_task(name=TASK_INGEST, autoretry_for=(psycopg.OperationalError,), retry_backoff=True,
-             max_retries=8)
+@shared_task(
+    name=TASK_INGEST, autoretry_for=(psycopg.OperationalError,), retry_backoff=True, max_retries=8
+)
 def ingest_file(path: str) -> dict[str, Any]:
     """Sync one path: index it if new or changed, drop it from the index if it is gone."""
     ctx = context()
@@ -74,7 +75,15 @@ def rescan() -> dict[str, int]:
         ingest_file.delay(str(p))
     for path in plan.to_delete:
         ingest_file.delay(path)
-    log.info("rescan %s: %d to ingest, %d to delete, %d unchanged", root, len(plan.to_ingest),
-             len(plan.to_delete), plan.unchanged)
-    return {"ingest": len(plan.to_ingest), "delete": len(plan.to_delete),
-            "unchanged": plan.unchanged}
+    log.info(
+        "rescan %s: %d to ingest, %d to delete, %d unchanged",
+        root,
+        len(plan.to_ingest),
+        len(plan.to_delete),
+        plan.unchanged,
+    )
+    return {
+        "ingest": len(plan.to_ingest),
+        "delete": len(plan.to_delete),
+        "unchanged": plan.unchanged,
+    }

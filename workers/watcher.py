@@ -76,8 +76,9 @@ class _Handler(FileSystemEventHandler):
             self._note(event.dest_path)
 
 
-def watch(root: Path, enqueue: Callable[[str], None], debounce_s: float,
-          stop: threading.Event) -> None:
+def watch(
+    root: Path, enqueue: Callable[[str], None], debounce_s: float, stop: threading.Event
+) -> None:
     """Watch `root` recursively until `stop` is set, queueing each settled change once."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)

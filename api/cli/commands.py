@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 import threading
-
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..store import accounts
 from .embedded import database_url, running_redis_url
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--reembed", action="store_true")
     p.set_defaults(func=run_migrate)
@@ -40,8 +39,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = sub.add_parser("ingest", help="index a file or folder")
     p.add_argument("path", type=Path)
-    p.add_argument("--wait", action="store_true",
-                   help="index here and now, with a progress bar, instead of queueing")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="index here and now, with a progress bar, instead of queueing",
+    )
     p.add_argument("--collection", default="default")
     p.set_defaults(func=run_ingest)
 
@@ -50,8 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("-k", type=int, default=None)
     p.set_defaults(func=run_search)
 
-    tok = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action",
-                                                                            required=True)
+    tok = sub.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="action", required=True
+    )
     p = tok.add_parser("create")
     p.add_argument("--user", default="admin")
     p.add_argument("--role", choices=("admin", "user"), default="user")
@@ -75,8 +78,12 @@ def _db(settings: Settings) -> str:
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        applied = migrate(_db(settings), embed_model=settings.embed_model,
-                          embed_dim=embedding_dim(settings.embed_model), reembed=args.reembed)
+        applied = migrate(
+            _db(settings),
+            embed_model=settings.embed_model,
+            embed_dim=embedding_dim(settings.embed_model),
+            reembed=args.reembed,
+        )
     except IndexModelMismatch as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 2
@@ -96,13 +103,14 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _celery(settings: Settings):  # type: ignore[no-untyped-def]
+def _celery(settings: Settings):
     from workers.celery_app import create_celery
 
     url = running_redis_url(settings)
     if not url:
-        print("hearth: no REDIS_URL and no embedded Redis running; start `hearth up`",
-              file=sys.stderr)
+        print(
+            "hearth: no REDIS_URL and no embedded Redis running; start `hearth up`", file=sys.stderr
+        )
         raise SystemExit(2)
     return create_celery(settings, url)
 
@@ -113,9 +121,19 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     go_offline()
     os.environ["DATABASE_URL"] = _db(settings)  # the task processes read it from Settings
     app = _celery(settings)
-    app.worker_main(["worker", "--loglevel=INFO", "-Q", "ingest", "-n", "hearth@%h",
-                     f"--concurrency={settings.worker_concurrency}", "--without-gossip",
-                     "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            "-Q",
+            "ingest",
+            "-n",
+            "hearth@%h",
+            f"--concurrency={settings.worker_concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -140,8 +158,12 @@ def run_watch(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     # catch up with whatever changed while nobody was watching
     app.send_task(TASK_RESCAN)
-    watch(settings.watch_dir, lambda p: app.send_task(TASK_INGEST, args=[p]),
-          settings.watch_debounce_s, stop)
+    watch(
+        settings.watch_dir,
+        lambda p: app.send_task(TASK_INGEST, args=[p]),
+        settings.watch_debounce_s,
+        stop,
+    )
     return 0
 
 
@@ -166,8 +188,12 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import Progress
 
     embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
-    opts = IngestOptions(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
-                         max_file_bytes=settings.max_file_bytes, collection=args.collection)
+    opts = IngestOptions(
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        max_file_bytes=settings.max_file_bytes,
+        collection=args.collection,
+    )
     failures: list[tuple[str, str]] = []
     chunks = 0
     with connect(_db(settings)) as conn, Progress() as bar:
@@ -178,8 +204,10 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
             if result.error:
                 failures.append((result.path, result.error))
             bar.update(task, advance=1, description=f"indexing ({chunks} chunks)")
-    print(f"{len(files) - len(failures)} file(s) indexed or unchanged, {chunks} chunks, "
-          f"{len(failures)} failed")
+    print(
+        f"{len(files) - len(failures)} file(s) indexed or unchanged, {chunks} chunks, "
+        f"{len(failures)} failed"
+    )
     for path, reason in failures:
         print(f"  FAILED {path}: {reason}")
     return 1 if failures else 0
@@ -193,13 +221,17 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
     vec = embedder.embed([args.query])[0]
 
-    async def go() -> list:  # type: ignore[type-arg]
+    async def go() -> list:
         pool = async_pool(_db(settings), min_size=1, max_size=1)
         await pool.open()
         try:
             async with pool.connection() as conn:
-                return await hybrid_search(conn, args.query, vec, SearchParams(
-                    limit=args.k or settings.top_k, rrf_k=settings.rrf_k))
+                return await hybrid_search(
+                    conn,
+                    args.query,
+                    vec,
+                    SearchParams(limit=args.k or settings.top_k, rrf_k=settings.rrf_k),
+                )
         finally:
             await pool.close()
 
@@ -222,10 +254,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         import json
 
-        print(json.dumps({
-            "documents": {s: {"count": c, "chunks": int(k)} for s, c, k in rows},
-            "problems": [{"path": p, "error": e} for p, e in failed],
-        }))
+        print(
+            json.dumps(
+                {
+                    "documents": {s: {"count": c, "chunks": int(k)} for s, c, k in rows},
+                    "problems": [{"path": p, "error": e} for p, e in failed],
+                }
+            )
+        )
         return 0
     print(f"data dir: {settings.hearth_data_dir}\nwatching: {settings.watch_dir}")
     if not rows:
@@ -259,11 +295,13 @@ def run_token_list(args: argparse.Namespace, settings: Settings) -> int:
     with connect(_db(settings)) as conn:
         tokens = accounts.list_tokens(conn)
     for t in tokens:
-        state = "revoked" if t.revoked_at else (
-            "expired" if t.expires_at and t.expires_at < datetime.now(UTC) else "active")
+        state = (
+            "revoked"
+            if t.revoked_at
+            else ("expired" if t.expires_at and t.expires_at < datetime.now(UTC) else "active")
+        )
         used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-        print(f"{t.id:>4} {t.prefix}…  {t.user:<12} {state:<8} last used {used}  "
-              f"{t.description}")
+        print(f"{t.id:>4} {t.prefix}…  {t.user:<12} {state:<8} last used {used}  {t.description}")
     return 0
 
 
@@ -273,5 +311,3 @@ def run_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
         conn.commit()
     print("revoked" if ok else f"no active token with id {args.id}")
     return 0 if ok else 1
-
-

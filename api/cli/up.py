@@ -27,10 +27,13 @@ from .embedded import EmbeddedRedis, database_url, redis_socket
 CHILDREN = {"api": "serve-api", "worker": "worker", "beat": "beat", "watcher": "watch"}
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start Hearth: database, queue, LLM, API, worker, beat, watcher")
-    p.add_argument("--reembed", action="store_true",
-                   help="rebuild the index if EMBED_MODEL differs from the one it was built with")
+    p.add_argument(
+        "--reembed",
+        action="store_true",
+        help="rebuild the index if EMBED_MODEL differs from the one it was built with",
+    )
     p.set_defaults(func=run_up)
 
 
@@ -124,8 +127,12 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
             redis = EmbeddedRedis(redis_socket(settings).parent)
             env["REDIS_URL"] = redis.start()
         try:
-            applied = migrate(db_url, embed_model=settings.embed_model,
-                              embed_dim=embedding_dim(settings.embed_model), reembed=args.reembed)
+            applied = migrate(
+                db_url,
+                embed_model=settings.embed_model,
+                embed_dim=embedding_dim(settings.embed_model),
+                reembed=args.reembed,
+            )
         except IndexModelMismatch as exc:
             print(f"hearth: {exc}", file=sys.stderr)
             return 2

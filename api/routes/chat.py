@@ -30,7 +30,8 @@ async def chat_completions(
     if body.stream:
         body_iter = await chat.open_stream(state, turn)
         return StreamingResponse(
-            body_iter, media_type="text/event-stream",
+            body_iter,
+            media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return JSONResponse(await chat.complete(state, turn), headers=headers)

@@ -19,7 +19,11 @@ _CREATED = int(time.time())
 async def list_models(state: State, user: CurrentUser) -> dict[str, object]:
     data = [
         {"id": RAG_MODEL, "object": "model", "created": _CREATED, "owned_by": "hearth"},
-        {"id": state.settings.llm_model, "object": "model", "created": _CREATED,
-         "owned_by": "backend"},
+        {
+            "id": state.settings.llm_model,
+            "object": "model",
+            "created": _CREATED,
+            "owned_by": "backend",
+        },
     ]
     return {"object": "list", "data": data}

@@ -45,7 +45,9 @@ def user_count(conn: psycopg.Connection) -> int:
 
 
 def issue_token(
-    conn: psycopg.Connection, user: User, description: str = "",
+    conn: psycopg.Connection,
+    user: User,
+    description: str = "",
     expires_at: datetime | None = None,
 ) -> str:
     """Create a token for `user`; return the plain token (the only time it exists)."""

@@ -48,8 +48,13 @@ async def open_conversation(
 
 
 async def add_turn(
-    conn: psycopg.AsyncConnection, conversation_id: str, question: str, answer: str,
-    citations: list[dict[str, Any]], prompt_tokens: int | None, completion_tokens: int | None,
+    conn: psycopg.AsyncConnection,
+    conversation_id: str,
+    question: str,
+    answer: str,
+    citations: list[dict[str, Any]],
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
 ) -> None:
     async with conn.transaction():
         await conn.execute(

@@ -5,9 +5,18 @@ from core.types import Citation, Passage
 
 
 def passage(i: int, **kw: object) -> Passage:
-    base = dict(chunk_id=i, document_id=i, path=f"/docs/f{i}.md", title=f"Doc {i}",
-                text=f"text {i}", heading_path=("Intro",), page=None, char_start=0,
-                char_end=6, score=1.0 / i)
+    base = dict(
+        chunk_id=i,
+        document_id=i,
+        path=f"/docs/f{i}.md",
+        title=f"Doc {i}",
+        text=f"text {i}",
+        heading_path=("Intro",),
+        page=None,
+        char_start=0,
+        char_end=6,
+        score=1.0 / i,
+    )
     base.update(kw)
     return Passage(**base)  # type: ignore[arg-type]
 
@@ -66,8 +75,10 @@ def test_footer_lists_sources_with_their_numbers() -> None:
 def test_attribution_cites_the_passage_that_supports_a_sentence() -> None:
     from api.citations import attribute, insert_markers
 
-    ps = [passage(1, text="The cat Miso sleeps on the sofa."),
-          passage(2, text="The rooftop solar array was installed in 2019 by Sunny Ltd.")]
+    ps = [
+        passage(1, text="The cat Miso sleeps on the sofa."),
+        passage(2, text="The rooftop solar array was installed in 2019 by Sunny Ltd."),
+    ]
     answer = "The solar array was installed in 2019. It is lovely and I like it very much."
     marks = attribute(answer, ps)
     assert [n for _, n in marks] == [2]  # the second sentence is supported by nothing

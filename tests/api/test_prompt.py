@@ -8,8 +8,9 @@ from .test_citations import passage
 
 
 def test_passages_are_numbered_in_rank_order_after_the_instructions() -> None:
-    p = build_prompt("When?", [passage(1), passage(2)], [], context_tokens=4096,
-                     max_answer_tokens=256)
+    p = build_prompt(
+        "When?", [passage(1), passage(2)], [], context_tokens=4096, max_answer_tokens=256
+    )
     system = p.messages[0]["content"]
     assert p.messages[0]["role"] == "system"
     assert system.index("[1] (Doc 1") < system.index("[2] (Doc 2")
@@ -18,8 +19,13 @@ def test_passages_are_numbered_in_rank_order_after_the_instructions() -> None:
 
 
 def test_history_sits_between_passages_and_question() -> None:
-    p = build_prompt("And then?", [passage(1)], [("user", "Hi"), ("assistant", "Hello")],
-                     context_tokens=4096, max_answer_tokens=256)
+    p = build_prompt(
+        "And then?",
+        [passage(1)],
+        [("user", "Hi"), ("assistant", "Hello")],
+        context_tokens=4096,
+        max_answer_tokens=256,
+    )
     assert [m["role"] for m in p.messages] == ["system", "user", "assistant", "user"]
 
 

@@ -23,14 +23,17 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     assert s.llm_base_urls == ["http://a:8000/v1", "http://b:8000/v1"]
 
 
-@pytest.mark.parametrize(("name", "value", "needle"), [
-    ("HEARTH_PORT", "99999", "HEARTH_PORT"),
-    ("CHUNK_SIZE", "lots", "CHUNK_SIZE"),
-    ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
-    ("REDIS_URL", "http://x", "REDIS_URL"),
-    ("LLM_BASE_URL", "ftp://x", "LLM_BASE_URL"),
-    ("CHUNK_OVERLAP", "9999", "CHUNK_OVERLAP"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("HEARTH_PORT", "99999", "HEARTH_PORT"),
+        ("CHUNK_SIZE", "lots", "CHUNK_SIZE"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+        ("REDIS_URL", "http://x", "REDIS_URL"),
+        ("LLM_BASE_URL", "ftp://x", "LLM_BASE_URL"),
+        ("CHUNK_OVERLAP", "9999", "CHUNK_OVERLAP"),
+    ],
+)
 def test_bad_values_fail_fast_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str
 ) -> None:
@@ -47,8 +50,9 @@ def test_production_requires_an_external_database(monkeypatch: pytest.MonkeyPatc
         get_settings()
 
 
-def test_cli_reports_a_bad_setting_in_one_line(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from api.cli.main import main
 
     monkeypatch.setenv("TOP_K", "0")

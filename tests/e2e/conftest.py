@@ -38,8 +38,14 @@ class Stack:
     token: str | None
 
     def hearth(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "api.cli.main", *args], env=self.env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     def status(self) -> dict:  # type: ignore[type-arg]
         out = self.hearth("status", "--json")
@@ -64,18 +70,25 @@ class Stack:
 def start_stack(data_dir: Path, log: Path, timeout_s: float = 900) -> Stack:
     env = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
     port = free_port()
-    env.update({
-        "HEARTH_DATA_DIR": str(data_dir),
-        "HEARTH_WATCH_DIR": str(data_dir / "watched"),
-        "HEARTH_PORT": str(port),
-        "LLM_LOCAL_PORT": str(free_port()),
-        "LLM_LOCAL_MODEL_DIR": str(llm_model_dir()),
-        "WATCH_DEBOUNCE_S": "0.5",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "HEARTH_DATA_DIR": str(data_dir),
+            "HEARTH_WATCH_DIR": str(data_dir / "watched"),
+            "HEARTH_PORT": str(port),
+            "LLM_LOCAL_PORT": str(free_port()),
+            "LLM_LOCAL_MODEL_DIR": str(llm_model_dir()),
+            "WATCH_DEBOUNCE_S": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "api.cli.main", "up"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli.main", "up"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     deadline = time.monotonic() + timeout_s
     while True:
         text = log.read_text(errors="replace")
@@ -86,8 +99,15 @@ def start_stack(data_dir: Path, log: Path, timeout_s: float = 900) -> Stack:
             pytest.fail(f"hearth up did not come up (exit {proc.poll()}):\n{text[-6000:]}")
         time.sleep(0.5)
     tokens = TOKEN_LINE.findall(text.split("hearth: stopping")[-1])
-    return Stack(proc, env, log, f"http://127.0.0.1:{port}", data_dir / "watched", data_dir,
-                 tokens[-1] if tokens else None)
+    return Stack(
+        proc,
+        env,
+        log,
+        f"http://127.0.0.1:{port}",
+        data_dir / "watched",
+        data_dir,
+        tokens[-1] if tokens else None,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,9 @@ def indexed(stack: Stack) -> Stack:
 
 def oai(stack: Stack, key: str | None = None) -> openai.OpenAI:
     """An official client, used in a `with` block so its connections are closed."""
-    return openai.OpenAI(base_url=stack.api + "/v1", api_key=key or stack.token or "",
-                         max_retries=0, timeout=300)
+    return openai.OpenAI(
+        base_url=stack.api + "/v1", api_key=key or stack.token or "", max_retries=0, timeout=300
+    )
 
 
 def source_paths(sources: list[dict]) -> set[str]:  # type: ignore[type-arg]
@@ -80,7 +81,8 @@ def test_non_stream_answer_cites_the_markdown_file(indexed: Stack) -> None:
         resp = client.chat.completions.create(
             model="hearth",
             messages=[{"role": "user", "content": "When was the rooftop solar array installed?"}],
-            max_tokens=80, temperature=0,
+            max_tokens=80,
+            temperature=0,
         )
     extra = resp.model_extra or {}
     assert resp.object == "chat.completion"
@@ -93,12 +95,18 @@ def test_non_stream_answer_cites_the_markdown_file(indexed: Stack) -> None:
 
 def test_stream_answer_cites_the_pdf_with_its_page(indexed: Stack) -> None:
     with oai(indexed) as client:
-        chunks = list(client.chat.completions.create(
-            model="hearth",
-            messages=[{"role": "user",
-                       "content": "How often must the heat pump filter be cleaned?"}],
-            max_tokens=80, temperature=0, stream=True, stream_options={"include_usage": True},
-        ))
+        chunks = list(
+            client.chat.completions.create(
+                model="hearth",
+                messages=[
+                    {"role": "user", "content": "How often must the heat pump filter be cleaned?"}
+                ],
+                max_tokens=80,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
     sources = (final.model_extra or {})["sources"]
@@ -111,23 +119,32 @@ def test_stream_answer_cites_the_pdf_with_its_page(indexed: Stack) -> None:
 
 def test_conversation_id_continues_a_thread(indexed: Stack, client_http: httpx.Client) -> None:
     headers = {"Authorization": f"Bearer {indexed.token}", "X-Hearth-Footer": "off"}
-    body = {"model": "hearth", "max_tokens": 40,
-            "messages": [{"role": "user", "content": "What does the solar array feed?"}]}
+    body = {
+        "model": "hearth",
+        "max_tokens": 40,
+        "messages": [{"role": "user", "content": "What does the solar array feed?"}],
+    }
     first = client_http.post("/v1/chat/completions", json=body, headers=headers)
     assert first.status_code == 200, first.text
     cid = first.headers["X-Conversation-Id"]
     assert "Sources:" not in first.json()["choices"][0]["message"]["content"]
-    again = client_http.post("/v1/chat/completions", json=body,
-                             headers={**headers, "X-Conversation-Id": cid})
+    again = client_http.post(
+        "/v1/chat/completions", json=body, headers={**headers, "X-Conversation-Id": cid}
+    )
     assert again.headers["X-Conversation-Id"] == cid
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer hearth_wrong"},
-                                     {"Authorization": "Basic abc"}])
-def test_missing_or_wrong_token_is_401_json(stack: Stack, client_http: httpx.Client,
-                                            headers: dict[str, str]) -> None:
-    r = client_http.post("/v1/chat/completions", headers=headers,
-                         json={"model": "hearth", "messages": [{"role": "user", "content": "x"}]})
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer hearth_wrong"}, {"Authorization": "Basic abc"}]
+)
+def test_missing_or_wrong_token_is_401_json(
+    stack: Stack, client_http: httpx.Client, headers: dict[str, str]
+) -> None:
+    r = client_http.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={"model": "hearth", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
@@ -136,8 +153,10 @@ def test_missing_or_wrong_token_is_401_json(stack: Stack, client_http: httpx.Cli
 
 
 def test_openai_client_raises_authentication_error(stack: Stack) -> None:
-    with oai(stack, key="hearth_not_a_real_token") as client, \
-            pytest.raises(openai.AuthenticationError) as exc:
+    with (
+        oai(stack, key="hearth_not_a_real_token") as client,
+        pytest.raises(openai.AuthenticationError) as exc,
+    ):
         client.models.list()
     assert exc.value.status_code == 401
 
@@ -163,8 +182,7 @@ def test_deleting_a_file_removes_it_from_answers(indexed: Stack) -> None:
     assert "temporary.md" not in out.stdout
 
 
-def test_shutdown_is_clean_and_a_restart_keeps_everything(indexed: Stack,
-                                                         stack_dir: Path) -> None:
+def test_shutdown_is_clean_and_a_restart_keeps_everything(indexed: Stack, stack_dir: Path) -> None:
     token = indexed.token
     assert indexed.stop() == 0
     with pytest.raises(httpx.ConnectError):

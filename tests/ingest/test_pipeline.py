@@ -32,7 +32,8 @@ def write(path: Path, text: str) -> Path:
 def chunk_texts(db: psycopg.Connection, path: Path) -> list[str]:
     rows = db.execute(
         "SELECT c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
-        " WHERE d.path = %s ORDER BY c.ordinal", (str(path.resolve()),)
+        " WHERE d.path = %s ORDER BY c.ordinal",
+        (str(path.resolve()),),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -57,8 +58,9 @@ def test_unchanged_file_is_skipped_without_hashing_or_embedding(
     assert emb.calls == 1
 
 
-def test_touched_but_identical_file_is_not_reembedded(db: psycopg.Connection,
-                                                      tmp_path: Path) -> None:
+def test_touched_but_identical_file_is_not_reembedded(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
     f = write(tmp_path / "a.txt", "Alpha beta gamma.")
     emb = CountingEmbedder()
     ingest_path(db, emb, f, OPTS)

@@ -35,8 +35,9 @@ def search(pg_url: str, embedder, text: str, **kw: object) -> list[str]:  # type
         await pool.open()
         try:
             async with pool.connection() as conn:
-                hits = await hybrid_search(conn, text, embedder.embed([text])[0],
-                                           SearchParams(**kw))  # type: ignore[arg-type]
+                hits = await hybrid_search(
+                    conn, text, embedder.embed([text])[0], SearchParams(**kw)
+                )  # type: ignore[arg-type]
         finally:
             await pool.close()
         return [h.path for h in hits]
@@ -49,8 +50,9 @@ def test_exact_rare_term_is_found(indexed, pg_url, embedder) -> None:  # type: i
 
 
 def test_paraphrase_is_found(indexed, pg_url, embedder) -> None:  # type: ignore[no-untyped-def]
-    assert search(pg_url, embedder, "how often should I water my vegetable plants",
-                  limit=1) == ["/docs/garden.md"]
+    assert search(pg_url, embedder, "how often should I water my vegetable plants", limit=1) == [
+        "/docs/garden.md"
+    ]
 
 
 def test_passages_carry_their_source(indexed, pg_url, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +81,8 @@ def test_replacing_a_document_swaps_all_its_chunks(indexed, pg_url, embedder) ->
     indexed.commit()
     rows = indexed.execute(
         "SELECT c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
-        " WHERE d.path = '/docs/cat.md'").fetchall()
+        " WHERE d.path = '/docs/cat.md'"
+    ).fetchall()
     assert rows == [("Our dog Rex guards the garden gate.",)]
 
 
@@ -90,5 +93,6 @@ def test_a_failed_copy_leaves_the_old_chunks(indexed, embedder) -> None:  # type
     indexed.rollback()
     rows = indexed.execute(
         "SELECT c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
-        " WHERE d.path = '/docs/cat.md'").fetchall()
+        " WHERE d.path = '/docs/cat.md'"
+    ).fetchall()
     assert rows == [("Our cat Miso sleeps on the sofa all afternoon.",)]

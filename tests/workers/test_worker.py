@@ -27,22 +27,37 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def worker(broker: str, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
-           ) -> Iterator[dict[str, str]]:
-    env = {**env_without_hearth, "DATABASE_URL": pg_url, "REDIS_URL": broker,
-           "HEARTH_DATA_DIR": str(tmp_path / "data"), "HEARTH_WATCH_DIR": str(tmp_path / "w"),
-           "LLM_BASE_URL": "http://127.0.0.1:9/v1"}
+def worker(
+    broker: str, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
+) -> Iterator[dict[str, str]]:
+    env = {
+        **env_without_hearth,
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": broker,
+        "HEARTH_DATA_DIR": str(tmp_path / "data"),
+        "HEARTH_WATCH_DIR": str(tmp_path / "w"),
+        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+    }
     log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli.main", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     yield env
     proc.terminate()
     assert proc.wait(30) == 0
     log.close()
 
 
-def wait_for(db: psycopg.Connection, sql: str, args: tuple, expected: object,  # type: ignore[type-arg]
-             timeout_s: float = 120) -> None:
+def wait_for(
+    db: psycopg.Connection,
+    sql: str,
+    args: tuple,
+    expected: object,  # type: ignore[type-arg]
+    timeout_s: float = 120,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         row = db.execute(sql, args).fetchone()
