@@ -6,7 +6,9 @@ Build it with `get_settings()` and pass it down; nothing reads the environment a
 from __future__ import annotations
 
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,42 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "hearth"
+
+
+DEFAULT_COLLECTION = "default"
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class WatchRoot:
+    """A watched folder and the collection its documents belong to."""
+
+    path: Path
+    collection: str
+
+
+def parse_watch_roots(value: str) -> list[WatchRoot]:
+    """`/a, /b=family` -> roots; a bare path goes to the default collection."""
+    roots: list[WatchRoot] = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        path, _, collection = item.strip().partition("=")
+        collection = collection.strip() or DEFAULT_COLLECTION
+        if not _COLLECTION_NAME.match(collection):
+            raise ValueError(f"collection name {collection!r} must be letters, digits, _ . -")
+        root = WatchRoot(Path(path.strip()).expanduser().absolute(), collection)
+        for other in roots:
+            if (
+                root.path == other.path
+                or root.path.is_relative_to(other.path)
+                or other.path.is_relative_to(root.path)
+            ):
+                raise ValueError(f"watched folders {other.path} and {root.path} overlap")
+        roots.append(root)
+    if not roots:
+        raise ValueError("names no folder")
+    return roots
 
 
 class SettingsError(ValueError):
@@ -30,7 +68,9 @@ class Settings(BaseSettings):
 
     hearth_env: Literal["development", "production"] = "development"
     hearth_data_dir: Path = Field(default_factory=_default_data_dir)
-    hearth_watch_dir: Path | None = None  # default: <data dir>/documents
+    # one or more folders, comma-separated, each optionally `=collection` (default "default");
+    # unset: <data dir>/documents
+    hearth_watch_dir: str | None = None
     hearth_host: str = "127.0.0.1"
     hearth_port: int = Field(default=8000, ge=1, le=65535)
 
@@ -59,6 +99,7 @@ class Settings(BaseSettings):
     rescan_interval_hours: float = Field(default=4.0, gt=0)
     watch_debounce_s: float = Field(default=1.0, ge=0)
     worker_concurrency: int = Field(default=1, ge=1, le=64)
+    task_visibility_timeout_s: int = Field(default=600, ge=5)
 
     @field_validator("database_url")
     @classmethod
@@ -84,6 +125,13 @@ class Settings(BaseSettings):
                 raise ValueError("must be http(s) URL(s), comma-separated")
         return v
 
+    @field_validator("hearth_watch_dir")
+    @classmethod
+    def _check_watch_dirs(cls, v: str | None) -> str | None:
+        if v:
+            parse_watch_roots(v)
+        return v or None
+
     @model_validator(mode="after")
     def _check_overlap(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
@@ -94,8 +142,15 @@ class Settings(BaseSettings):
 
     # derived paths -------------------------------------------------------------------------
     @property
+    def watch_roots(self) -> list[WatchRoot]:
+        if not self.hearth_watch_dir:
+            return [WatchRoot(self.hearth_data_dir / "documents", DEFAULT_COLLECTION)]
+        return parse_watch_roots(self.hearth_watch_dir)
+
+    @property
     def watch_dir(self) -> Path:
-        return self.hearth_watch_dir or self.hearth_data_dir / "documents"
+        """The first watched folder (where `hearth up` tells people to drop files)."""
+        return self.watch_roots[0].path
 
     @property
     def uploads_dir(self) -> Path:

@@ -1,66 +1,121 @@
-"""Reconciling a watched folder with the index: what changed, what vanished."""
+"""Reconciling watched folders with the index: what is new or changed, what moved, what vanished.
+
+Paths are keyed as absolute paths under the resolved watched root (symlinks inside the tree are not
+resolved and symlinked folders are not followed, so a symlink loop cannot hang a scan).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pathspec
 import psycopg
 
+from core.settings import WatchRoot
 from retrieval import index
 
+from .hashing import file_sha256
+
+IGNORE_FILE = ".hearthignore"
 TEMP_SUFFIXES = (".swp", ".swx", ".tmp", ".part", ".crdownload", ".lock", "~")
+SETTLED = ("indexed", "failed", "needs_ocr")
 
 
-def is_ignored(path: Path) -> bool:
-    """Hidden files and folders, editor swap files, partial downloads and Office lock files.
-
-    `path` is relative to the watched root.
-    """
-    name = path.name
-    return (
-        any(part.startswith(".") and part not in (".", "..") for part in path.parts)
-        or name.startswith("~$")
-        or name.endswith(TEMP_SUFFIXES)
-    )
+def builtin_ignored(rel: Path, is_dir: bool = False) -> bool:
+    """Hidden files and folders, editor swap files, partial downloads, Office lock files."""
+    if any(p.startswith(".") and p not in (".", "..") for p in rel.parts):
+        return True
+    return not is_dir and (rel.name.startswith("~$") or rel.name.endswith(TEMP_SUFFIXES))
 
 
-def walk(root: Path) -> Iterator[Path]:
-    """Every file under root that is not ignored; symlinked folders are not followed."""
+class IgnoreRules:
+    """The built-in rules plus the root's `.hearthignore` (gitignore syntax)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        rules = root / IGNORE_FILE
+        lines = rules.read_text(errors="replace").splitlines() if rules.is_file() else []
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def ignored(self, rel: Path, is_dir: bool = False) -> bool:
+        """`rel` is relative to the root."""
+        if builtin_ignored(rel, is_dir):
+            return True
+        return self.spec.match_file(rel.as_posix() + ("/" if is_dir else ""))
+
+
+def walk(root: Path, rules: IgnoreRules | None = None) -> Iterator[Path]:
+    """Every file under root that is not ignored, in a stable order."""
+    rules = rules or IgnoreRules(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        dirnames[:] = sorted(d for d in dirnames if not rules.ignored(rel_dir / d, is_dir=True))
         for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if not is_ignored(p.relative_to(root)) and p.is_file():
+            p = here / name
+            if not rules.ignored(rel_dir / name) and p.is_file():
                 yield p
+
+
+def root_for(path: Path, roots: Sequence[WatchRoot]) -> WatchRoot | None:
+    """The watched root that contains `path`, if any."""
+    for root in roots:
+        if path == root.path or path.is_relative_to(root.path):
+            return root
+    return None
 
 
 @dataclass
 class Plan:
-    to_ingest: list[Path] = field(default_factory=list)
+    to_ingest: list[tuple[Path, str]] = field(default_factory=list)  # (path, collection)
     to_delete: list[str] = field(default_factory=list)
+    moves: list[tuple[str, Path, str]] = field(default_factory=list)  # (old, new, collection)
     unchanged: int = 0
 
 
-def reconcile(conn: psycopg.Connection, root: Path) -> Plan:
-    """Files that are new or whose size/mtime changed, and indexed paths that are gone."""
-    root = root.resolve()
-    known = {d.path: d for d in index.documents_under(conn, str(root))}
+def reconcile(conn: psycopg.Connection, roots: Sequence[WatchRoot]) -> Plan:
+    """Compare the folders with the index by size and mtime only (no file is read unless it is
+    new and may be a moved one), so a rescan of an unchanged tree costs one stat per file."""
     plan = Plan()
-    for p in walk(root):
-        key = str(p.resolve())
-        doc = known.pop(key, None)
-        st = p.stat()
-        if (
-            doc
-            and doc.size == st.st_size
-            and doc.mtime == st.st_mtime
-            and doc.status in ("indexed", "failed", "needs_ocr")
-        ):
-            plan.unchanged += 1
-        else:
-            plan.to_ingest.append(p)
-    plan.to_delete = sorted(known)
+    vanished: dict[str, index.DocumentRow] = {}
+    new: list[tuple[Path, str]] = []
+    for root in roots:
+        base = root.path.resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        known = {d.path: d for d in index.documents_under(conn, str(base))}
+        for p in walk(base):
+            doc = known.pop(str(p), None)
+            st = p.stat()
+            if doc is None:
+                new.append((p, root.collection))
+            elif (
+                doc.size == st.st_size
+                and doc.mtime == st.st_mtime
+                and doc.status in SETTLED
+                and doc.collection == root.collection
+            ):
+                plan.unchanged += 1
+            else:
+                plan.to_ingest.append((p, root.collection))
+        vanished.update(known)
+    # a new file with the size and content of a vanished document is that document, moved
+    by_size: dict[int, list[index.DocumentRow]] = {}
+    for doc in vanished.values():
+        if doc.status == "indexed" and doc.size is not None:
+            by_size.setdefault(doc.size, []).append(doc)
+    for p, collection in new:
+        candidates = by_size.get(p.stat().st_size)
+        if candidates:
+            digest = file_sha256(p)
+            match = next((d for d in candidates if d.content_hash == digest), None)
+            if match:
+                candidates.remove(match)
+                del vanished[match.path]
+                plan.moves.append((match.path, p, collection))
+                continue
+        plan.to_ingest.append((p, collection))
+    plan.to_delete = sorted(vanished)
     return plan

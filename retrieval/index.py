@@ -163,9 +163,89 @@ def mark_deleted(conn: psycopg.Connection, path: str) -> bool:
     return row is not None
 
 
-def touch(conn: psycopg.Connection, path: str, size: int, mtime: float) -> None:
-    """Record a new size/mtime for a document whose content did not change."""
+def touch(
+    conn: psycopg.Connection, path: str, size: int, mtime: float, collection: str | None = None
+) -> None:
+    """Record a new size/mtime (and collection) for a document whose content did not change."""
     conn.execute(
-        "UPDATE documents SET size = %s, mtime = %s, updated_at = now() WHERE path = %s",
-        (size, mtime, path),
+        "UPDATE documents SET size = %s, mtime = %s, collection = coalesce(%s, collection),"
+        " updated_at = now() WHERE path = %s",
+        (size, mtime, collection, path),
     )
+
+
+def record_failure(
+    conn: psycopg.Connection, path: str, status: str, reason: str, **fields: Any
+) -> None:
+    """Mark a document failed (or needs_ocr) with its reason; it has no chunks any more."""
+    with conn.transaction():
+        doc_id = set_status(conn, path, status, error=reason, chunk_count=0, **fields)
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
+
+
+def find_by_hash(
+    conn: psycopg.Connection, content_hash: str, exclude_path: str
+) -> DocumentRow | None:
+    """An indexed document with these exact bytes at another path."""
+    row = conn.execute(
+        _ROW_SQL + " WHERE content_hash = %s AND status = 'indexed' AND path <> %s"
+        " ORDER BY id LIMIT 1",
+        (content_hash, exclude_path),
+    ).fetchone()
+    return DocumentRow(*row) if row else None
+
+
+def rename(
+    conn: psycopg.Connection,
+    doc_id: int,
+    new_path: str,
+    *,
+    collection: str,
+    size: int,
+    mtime: float,
+) -> None:
+    """Give a document a new path (a move): its chunks and embeddings stay as they are."""
+    with conn.transaction():
+        conn.execute("DELETE FROM documents WHERE path = %s AND id <> %s", (new_path, doc_id))
+        conn.execute(
+            "UPDATE documents SET path = %s, collection = %s, size = %s, mtime = %s,"
+            " updated_at = now() WHERE id = %s",
+            (new_path, collection, size, mtime, doc_id),
+        )
+
+
+def copy_document(
+    conn: psycopg.Connection,
+    doc_id: int,
+    new_path: str,
+    *,
+    collection: str,
+    source: str,
+    size: int,
+    mtime: float,
+) -> int:
+    """Index a copy of an indexed document under a new path, reusing its chunks' embeddings."""
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO documents (path, source, collection, content_hash, size, mtime, mime,"
+            " title, status, chunk_count, metadata, indexed_at)"
+            " SELECT %s, %s, %s, content_hash, %s, %s, mime, title, 'indexed', chunk_count,"
+            " metadata, now() FROM documents WHERE id = %s"
+            " ON CONFLICT (path) DO UPDATE SET source = EXCLUDED.source,"
+            " collection = EXCLUDED.collection, content_hash = EXCLUDED.content_hash,"
+            " size = EXCLUDED.size, mtime = EXCLUDED.mtime, mime = EXCLUDED.mime,"
+            " title = EXCLUDED.title, status = 'indexed', error = NULL,"
+            " chunk_count = EXCLUDED.chunk_count, metadata = EXCLUDED.metadata,"
+            " indexed_at = now(), updated_at = now() RETURNING id",
+            (new_path, source, collection, size, mtime, doc_id),
+        ).fetchone()
+        assert row is not None
+        new_id = int(row[0])
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (new_id,))
+        conn.execute(
+            "INSERT INTO chunks (document_id, ordinal, text, context, heading_path, page,"
+            " char_start, char_end, embedding) SELECT %s, ordinal, text, context, heading_path,"
+            " page, char_start, char_end, embedding FROM chunks WHERE document_id = %s",
+            (new_id, doc_id),
+        )
+    return new_id

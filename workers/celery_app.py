@@ -6,8 +6,10 @@ from celery import Celery
 
 from core.settings import Settings
 
-INGEST_QUEUE = "ingest"
+INGEST_QUEUE = "ingest"  # bulk: the watcher and rescans
+INTERACTIVE_QUEUE = "interactive"  # a person is waiting: uploads, `hearth ingest`
 TASK_INGEST = "hearth.ingest_file"
+TASK_MOVE = "hearth.move_file"
 TASK_RESCAN = "hearth.rescan"
 
 
@@ -25,7 +27,9 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=INGEST_QUEUE,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        # a task a dead worker held is handed out again after this long; processing is
+        # idempotent and locked per document, so an early re-delivery is harmless
+        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
         worker_hijack_root_logger=False,
         beat_schedule={
             "rescan": {

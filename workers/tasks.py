@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,16 @@ from core.db import connect
 from core.embedder import Embedder, load_embedder
 from core.offline import go_offline
 from core.settings import Settings, get_settings
-from ingest.pipeline import IngestOptions, ingest_path
-from ingest.sync import reconcile
+from ingest.pipeline import IngestOptions, ingest_path, move_path
+from ingest.sync import reconcile, root_for
 
-from .celery_app import TASK_INGEST, TASK_RESCAN
+from .celery_app import TASK_INGEST, TASK_MOVE, TASK_RESCAN
 
 log = logging.getLogger(__name__)
+
+# transient: the database restarted or a lock deadlocked; retried with backoff. Bad files are
+# not errors here at all: the pipeline marks them failed and returns.
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class _Context:
@@ -33,7 +37,8 @@ class _Context:
 
     @functools.cached_property
     def embedder(self) -> Embedder:
-        return load_embedder(self.settings.embed_model, self.settings.embed_batch_size)
+        s = self.settings
+        return load_embedder(s.embed_model, s.embed_batch_size)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -42,10 +47,17 @@ class _Context:
             self._conn = connect(self.settings.database_url)
         return self._conn
 
-    def options(self) -> IngestOptions:
+    def options(self, path: Path, collection: str | None, source: str) -> IngestOptions:
         s = self.settings
+        if collection is None:
+            root = root_for(Path(path), [replace(r, path=r.path.resolve()) for r in s.watch_roots])
+            collection = root.collection if root else "default"
         return IngestOptions(
-            chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap, max_file_bytes=s.max_file_bytes
+            chunk_size=s.chunk_size,
+            chunk_overlap=s.chunk_overlap,
+            max_file_bytes=s.max_file_bytes,
+            collection=collection,
+            source=source,
         )
 
 
@@ -54,40 +66,45 @@ def context() -> _Context:
     return _Context()
 
 
-@shared_task(
-    name=TASK_INGEST, autoretry_for=(psycopg.OperationalError,), retry_backoff=True, max_retries=8
-)
+def _retrying(name: str) -> Any:
+    return shared_task(
+        name=name, autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, max_retries=10
+    )
+
+
+@_retrying(TASK_INGEST)
 def ingest_file(path: str, collection: str | None = None, source: str = "watch") -> dict[str, Any]:
     """Sync one path: index it if new or changed, drop it from the index if it is gone."""
     ctx = context()
-    opts = ctx.options()
-    if collection:
-        opts = replace(opts, collection=collection, source=source)
-    result = ingest_path(ctx.conn, ctx.embedder, Path(path), opts)
-    return result.__dict__
+    opts = ctx.options(Path(path), collection, source)
+    return ingest_path(ctx.conn, ctx.embedder, Path(path), opts).__dict__
 
 
-@shared_task(name=TASK_RESCAN)
-def rescan() -> dict[str, int]:
-    """Reconcile the watched folder with the index and queue what changed."""
+@_retrying(TASK_MOVE)
+def move_file(src: str, dest: str, collection: str | None = None) -> dict[str, Any]:
+    """A rename or move: the document keeps its chunks if the bytes are the same."""
     ctx = context()
-    root = ctx.settings.watch_dir
-    root.mkdir(parents=True, exist_ok=True)
-    plan = reconcile(ctx.conn, root)
+    opts = ctx.options(Path(dest), collection, "watch")
+    return move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts).__dict__
+
+
+@_retrying(TASK_RESCAN)
+def rescan() -> dict[str, int]:
+    """Reconcile every watched folder with the index and queue what changed."""
+    ctx = context()
+    plan = reconcile(ctx.conn, ctx.settings.watch_roots)
     ctx.conn.commit()
-    for p in plan.to_ingest:
-        ingest_file.delay(str(p))
+    for old, new, collection in plan.moves:
+        move_file.delay(old, str(new), collection)
+    for p, collection in plan.to_ingest:
+        ingest_file.delay(str(p), collection)
     for path in plan.to_delete:
         ingest_file.delay(path)
-    log.info(
-        "rescan %s: %d to ingest, %d to delete, %d unchanged",
-        root,
-        len(plan.to_ingest),
-        len(plan.to_delete),
-        plan.unchanged,
-    )
-    return {
+    counts = {
         "ingest": len(plan.to_ingest),
+        "move": len(plan.moves),
         "delete": len(plan.to_delete),
         "unchanged": plan.unchanged,
     }
+    log.info("rescan: %s", counts)
+    return counts

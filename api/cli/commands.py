@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,8 +118,6 @@ def _celery(settings: Settings):
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
     go_offline()
     os.environ["DATABASE_URL"] = _db(settings)  # the task processes read it from Settings
     app = _celery(settings)
@@ -126,7 +126,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             "worker",
             "--loglevel=INFO",
             "-Q",
-            "ingest",
+            "interactive,ingest",
             "-n",
             "hearth@%h",
             f"--concurrency={settings.worker_concurrency}",
@@ -148,22 +148,21 @@ def run_beat(args: argparse.Namespace, settings: Settings) -> int:
 def run_watch(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
-    from workers.celery_app import TASK_INGEST, TASK_RESCAN
-    from workers.watcher import watch
+    from workers.celery_app import TASK_INGEST, TASK_MOVE, TASK_RESCAN
+    from workers.watcher import Callbacks, watch
 
     setup_logging()
     app = _celery(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    # catch up with whatever changed while nobody was watching
-    app.send_task(TASK_RESCAN)
-    watch(
-        settings.watch_dir,
-        lambda p: app.send_task(TASK_INGEST, args=[p]),
-        settings.watch_debounce_s,
-        stop,
+    callbacks = Callbacks(
+        sync=lambda path, coll: app.send_task(TASK_INGEST, args=[path, coll]),
+        move=lambda src, dest, coll: app.send_task(TASK_MOVE, args=[src, dest, coll]),
+        rescan=lambda: app.send_task(TASK_RESCAN),
     )
+    callbacks.rescan()  # catch up with whatever changed while nobody was watching
+    watch(settings.watch_roots, callbacks, settings.watch_debounce_s, stop)
     return 0
 
 
@@ -171,17 +170,21 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import IngestOptions, ingest_path
     from ingest.sync import walk
 
-    root = args.path.resolve()
+    root = Path(os.path.abspath(args.path))
     if not root.exists():
         print(f"hearth: {root} does not exist", file=sys.stderr)
         return 2
     files = [root] if root.is_file() else list(walk(root))
     if not args.wait:
-        from workers.celery_app import TASK_INGEST
+        from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 
         app = _celery(settings)
         for f in files:
-            app.send_task(TASK_INGEST, args=[str(f)])
+            app.send_task(
+                TASK_INGEST,
+                args=[str(f), *_origin(f, settings, args.collection)],
+                queue=INTERACTIVE_QUEUE,
+            )
         print(f"queued {len(files)} file(s); `hearth status` shows progress")
         return 0
     go_offline()
@@ -192,14 +195,16 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
         max_file_bytes=settings.max_file_bytes,
-        collection=args.collection,
     )
     failures: list[tuple[str, str]] = []
     chunks = 0
     with connect(_db(settings)) as conn, Progress() as bar:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
-            result = ingest_path(conn, embedder, f, opts)
+            collection, source = _origin(f, settings, args.collection)
+            result = ingest_path(
+                conn, embedder, f, replace(opts, collection=collection, source=source)
+            )
             chunks += result.chunks
             if result.error:
                 failures.append((result.path, result.error))
@@ -211,6 +216,15 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     for path, reason in failures:
         print(f"  FAILED {path}: {reason}")
     return 1 if failures else 0
+
+
+def _origin(path: Path, settings: Settings, collection: str) -> tuple[str, str]:
+    """A file inside a watched folder belongs to that folder's collection; any other file is
+    indexed from the command line into `collection` (and never deleted from disk by Hearth)."""
+    from ingest.sync import root_for
+
+    root = root_for(path, [replace(r, path=r.path.resolve()) for r in settings.watch_roots])
+    return (root.collection, "watch") if root else (collection, "cli")
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:

@@ -60,3 +60,22 @@ def test_cli_reports_a_bad_setting_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("hearth: invalid setting TOP_K")
     assert len(err.splitlines()) == 1
+
+
+def test_several_watched_folders_map_to_collections(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HEARTH_WATCH_DIR", f"{tmp_path}/family=family, {tmp_path}/mine")
+    roots = get_settings().watch_roots
+    assert [(r.path, r.collection) for r in roots] == [
+        (tmp_path / "family", "family"),
+        (tmp_path / "mine", "default"),
+    ]
+    assert get_settings().watch_dir == tmp_path / "family"
+
+
+@pytest.mark.parametrize("value", ["/a,/a/b", "/x=bad name", " , "])
+def test_bad_watched_folders_are_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HEARTH_WATCH_DIR", value)
+    with pytest.raises(SettingsError, match="HEARTH_WATCH_DIR"):
+        get_settings()

@@ -108,3 +108,101 @@ def test_bad_and_oversized_files_fail_with_a_reason_and_others_survive(
     assert r_bad.status == "failed" and r_bad.error
     assert r_big.status == "failed" and "too large" in (r_big.error or "")
     assert chunk_texts(db, good) == ["Survivor text."]
+
+
+def doc_ids(db: psycopg.Connection) -> dict[str, tuple[int, str]]:
+    rows = db.execute("SELECT path, id, status FROM documents").fetchall()
+    return {Path(p).name: (i, s) for p, i, s in rows}
+
+
+def test_renamed_file_keeps_its_document_and_embeddings(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    from ingest.pipeline import move_path
+
+    f = write(tmp_path / "before.md", "# Title\n\nSome durable content about lighthouses.\n")
+    emb = CountingEmbedder()
+    ingest_path(db, emb, f, OPTS)
+    old_id = doc_ids(db)["before.md"][0]
+    dest = tmp_path / "sub" / "after.md"
+    dest.parent.mkdir()
+    f.rename(dest)
+    result = move_path(db, emb, f, dest, OPTS)
+    assert result.status == "moved"
+    assert emb.calls == 1  # nothing re-embedded
+    assert doc_ids(db) == {"after.md": (old_id, "indexed")}
+    assert any("lighthouses" in t for t in chunk_texts(db, dest))
+
+
+def test_move_reported_as_delete_plus_create_is_still_a_move(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    f = write(tmp_path / "one.txt", "Granite countertops need sealing yearly.")
+    emb = CountingEmbedder()
+    ingest_path(db, emb, f, OPTS)
+    dest = tmp_path / "two.txt"
+    f.rename(dest)
+    assert ingest_path(db, emb, dest, OPTS).status == "moved"  # the create arrives first
+    assert ingest_path(db, emb, f, OPTS).status == "missing"  # then the delete: nothing to do
+    assert emb.calls == 1
+    assert [s for _, s in doc_ids(db).values()] == ["indexed"]
+
+
+def test_a_copy_reuses_embeddings_and_both_stay_searchable(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    import shutil
+
+    f = write(tmp_path / "orig.txt", "Copper pipes were replaced in 2021.")
+    emb = CountingEmbedder()
+    ingest_path(db, emb, f, OPTS)
+    copy = tmp_path / "copy.txt"
+    shutil.copy(f, copy)
+    assert ingest_path(db, emb, copy, OPTS).status == "copied"
+    assert emb.calls == 1
+    assert chunk_texts(db, copy) == chunk_texts(db, f) == ["Copper pipes were replaced in 2021."]
+    f.unlink()
+    ingest_path(db, emb, f, OPTS)
+    assert chunk_texts(db, copy) == ["Copper pipes were replaced in 2021."]
+
+
+def test_move_with_changed_content_is_a_delete_and_a_new_document(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    from ingest.pipeline import move_path
+
+    f = write(tmp_path / "a.txt", "Version one of the plan.")
+    emb = CountingEmbedder()
+    ingest_path(db, emb, f, OPTS)
+    dest = tmp_path / "b.txt"
+    f.rename(dest)
+    dest.write_text("Version two of the plan, rewritten.")
+    assert move_path(db, emb, f, dest, OPTS).status == "indexed"
+    ids = doc_ids(db)
+    assert ids["a.txt"][1] == "deleted" and ids["b.txt"][1] == "indexed"
+    assert chunk_texts(db, dest) == ["Version two of the plan, rewritten."]
+
+
+def test_two_workers_never_process_one_document_at_once(
+    pg_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """The second caller waits for the first one's lock, then finds nothing left to do."""
+    import threading
+
+    from core.db import connect
+
+    f = write(tmp_path / "shared.md", "# Shared\n\n" + "Lots of words here. " * 200)
+    embedders = [CountingEmbedder(), CountingEmbedder()]
+    results: list[str] = []
+
+    def run(i: int) -> None:
+        with connect(pg_url) as conn:
+            results.append(ingest_path(conn, embedders[i], f, OPTS).status)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == ["indexed", "unchanged"]
+    assert sum(e.calls for e in embedders) == 1

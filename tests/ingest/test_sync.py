@@ -1,0 +1,100 @@
+"""Reconciling watched folders with the index (real database, no parsing needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+
+from core.settings import WatchRoot
+from ingest.hashing import file_sha256
+from ingest.sync import IgnoreRules, reconcile, root_for, walk
+from retrieval import index
+
+
+def indexed(db: psycopg.Connection, path: Path, collection: str = "default") -> None:
+    st = path.stat()
+    index.set_status(
+        db,
+        str(path),
+        "indexed",
+        collection=collection,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        content_hash=file_sha256(path),
+    )
+    db.commit()
+
+
+def test_walk_skips_hidden_temp_and_hearthignored_files(tmp_path: Path) -> None:
+    for name in (
+        "a.md",
+        "sub/b.txt",
+        ".git/config",
+        "sub/.cache/x",
+        "~$lock.docx",
+        "c.md.swp",
+        "notes.part",
+        "logs/today.log",
+        "keep.log",
+        "private/secret.md",
+    ):
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    (tmp_path / ".hearthignore").write_text("*.log\n!keep.log\nprivate/\n")
+    found = sorted(str(p.relative_to(tmp_path)) for p in walk(tmp_path, IgnoreRules(tmp_path)))
+    assert found == ["a.md", "keep.log", "sub/b.txt"]
+
+
+def test_walk_survives_a_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("x")
+    os.symlink(tmp_path, tmp_path / "d" / "loop")
+    assert [p.name for p in walk(tmp_path)] == ["f.txt"]
+
+
+def test_unchanged_tree_plans_nothing(db: psycopg.Connection, tmp_path: Path) -> None:
+    for i in range(50):
+        f = tmp_path / f"f{i}.txt"
+        f.write_text(f"file {i}")
+        indexed(db, f)
+    plan = reconcile(db, [WatchRoot(tmp_path, "default")])
+    assert (plan.to_ingest, plan.to_delete, plan.moves, plan.unchanged) == ([], [], [], 50)
+
+
+def test_new_changed_vanished_and_moved_files(db: psycopg.Connection, tmp_path: Path) -> None:
+    root = WatchRoot(tmp_path, "default")
+    same, changed, gone, moved = (
+        tmp_path / n for n in ("same.txt", "changed.txt", "gone.txt", "moved.txt")
+    )
+    for f in (same, changed, gone, moved):
+        f.write_text(f"content of {f.name}")
+        indexed(db, f)
+    changed.write_text("new content, different size")
+    gone.unlink()
+    (tmp_path / "sub").mkdir()
+    moved.rename(tmp_path / "sub" / "moved.txt")
+    (tmp_path / "brand-new.txt").write_text("hello")
+    plan = reconcile(db, [root])
+    assert sorted(p.name for p, _ in plan.to_ingest) == ["brand-new.txt", "changed.txt"]
+    assert plan.to_delete == [str(gone)]
+    assert plan.moves == [(str(moved), tmp_path / "sub" / "moved.txt", "default")]
+    assert plan.unchanged == 1
+
+
+def test_a_file_in_a_root_for_another_collection_is_reingested(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    indexed(db, f, collection="old")
+    plan = reconcile(db, [WatchRoot(tmp_path, "family")])
+    assert plan.to_ingest == [(f, "family")]
+
+
+def test_root_for_picks_the_containing_root(tmp_path: Path) -> None:
+    roots = [WatchRoot(tmp_path / "a", "one"), WatchRoot(tmp_path / "b", "two")]
+    assert root_for(tmp_path / "b" / "x" / "y.md", roots) == roots[1]
+    assert root_for(tmp_path / "c.md", roots) is None
