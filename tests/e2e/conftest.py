@@ -61,6 +61,19 @@ class Stack:
                 return dict(docs)
             time.sleep(1)
 
+    def query(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
+        """Read the stack's embedded database (attaching to the running server)."""
+        import psycopg
+
+        from api.cli.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(self.data_dir / "postgres")
+        try:
+            with psycopg.connect(pg.start()) as conn:
+                return conn.execute(sql, args).fetchall()
+        finally:
+            pg.stop()
+
     def stop(self, timeout_s: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
