@@ -213,8 +213,14 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"{len(files) - len(failures)} file(s) indexed or unchanged, {chunks} chunks, "
         f"{len(failures)} failed"
     )
-    for path, reason in failures:
-        print(f"  FAILED {path}: {reason}")
+    if failures:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("file", "why it failed", title="Failures", title_justify="left")
+        for path, reason in failures:
+            table.add_row(path, reason)
+        Console().print(table)
     return 1 if failures else 0
 
 
