@@ -28,17 +28,29 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def start_worker(broker: str, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
-                 ) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    env = {**env_without_hearth, "DATABASE_URL": pg_url, "REDIS_URL": broker,
-           "HEARTH_DATA_DIR": str(tmp_path / "data"), "HEARTH_WATCH_DIR": str(tmp_path / "w"),
-           "TASK_VISIBILITY_TIMEOUT_S": "5", "CHUNK_SIZE": "64", "CHUNK_OVERLAP": "8"}
+def start_worker(
+    broker: str, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    env = {
+        **env_without_hearth,
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": broker,
+        "HEARTH_DATA_DIR": str(tmp_path / "data"),
+        "HEARTH_WATCH_DIR": str(tmp_path / "w"),
+        "TASK_VISIBILITY_TIMEOUT_S": "5",
+        "CHUNK_SIZE": "64",
+        "CHUNK_OVERLAP": "8",
+    }
     procs: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "worker.log").open("ab")
 
     def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "api.cli.main", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli.main", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(proc)
         return proc
 
@@ -54,9 +66,11 @@ def big_file(tmp_path: Path) -> Path:
     """Enough text that embedding takes a few seconds on two cores."""
     f = tmp_path / "w" / "big.md"
     f.parent.mkdir(parents=True, exist_ok=True)
-    paras = [f"## Part {i}\n\nParagraph {i} talks about topic {i * 7 % 13} at length, with "
-             f"enough distinct words that every chunk differs from every other one, number {i}."
-             for i in range(600)]
+    paras = [
+        f"## Part {i}\n\nParagraph {i} talks about topic {i * 7 % 13} at length, with "
+        f"enough distinct words that every chunk differs from every other one, number {i}."
+        for i in range(600)
+    ]
     f.write_text("# Big document\n\n" + "\n\n".join(paras))
     return f
 
@@ -79,7 +93,9 @@ def assert_indexed_exactly_once(db: psycopg.Connection, path: Path) -> None:
     rows = db.execute(
         "SELECT d.id, d.chunk_count, count(c.id), count(DISTINCT c.ordinal), min(c.ordinal),"
         " max(c.ordinal) FROM documents d LEFT JOIN chunks c ON c.document_id = d.id"
-        " WHERE d.path = %s GROUP BY d.id", (str(path),)).fetchall()
+        " WHERE d.path = %s GROUP BY d.id",
+        (str(path),),
+    ).fetchall()
     assert len(rows) == 1
     _, chunk_count, n, distinct, lo, hi = rows[0]
     assert chunk_count == n == distinct > 50
@@ -99,7 +115,10 @@ def pool_children(worker: subprocess.Popen[bytes], timeout_s: float = 60) -> lis
 
 
 def test_killing_the_pool_process_mid_file_redelivers_it(
-    db: psycopg.Connection, broker: str, start_worker, tmp_path: Path  # type: ignore[no-untyped-def]
+    db: psycopg.Connection,
+    broker: str,
+    start_worker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     f = big_file(tmp_path)
     worker = start_worker()
@@ -113,7 +132,10 @@ def test_killing_the_pool_process_mid_file_redelivers_it(
 
 
 def test_killing_the_whole_worker_mid_file_loses_nothing(
-    db: psycopg.Connection, broker: str, start_worker, tmp_path: Path  # type: ignore[no-untyped-def]
+    db: psycopg.Connection,
+    broker: str,
+    start_worker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     f = big_file(tmp_path)
     worker = start_worker()
