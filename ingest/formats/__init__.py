@@ -1,0 +1,1 @@
+"""Format-specific parsing behind `ingest.parse.parse_file`: checks, converters and extractors."""
