@@ -13,10 +13,11 @@ from core.db import async_pool
 from core.embedder import Embedder, load_embedder
 from core.offline import go_offline
 from core.settings import Settings
+from workers.celery_app import create_celery
 
 from . import errors
 from .llm import LLMClient
-from .routes import chat, health, models
+from .routes import chat, embeddings, files, health, models, search
 from .state import AppState
 
 
@@ -38,19 +39,27 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         )
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)
+        celery = create_celery(settings) if settings.redis_url else None
         timeout = httpx.Timeout(settings.llm_timeout_s, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout) as http:
             api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
             llm = LLMClient(http, settings.llm_base_urls, settings.llm_model, api_key)
-            app.state.hearth = AppState(settings=settings, pool=pool, embedder=emb, llm=llm)
+            app.state.hearth = AppState(
+                settings=settings, pool=pool, embedder=emb, llm=llm, celery=celery
+            )
             try:
                 yield
             finally:
                 await pool.close()
+                if celery is not None:
+                    await asyncio.to_thread(celery.close)
 
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(files.router)
+    app.include_router(search.router)
+    app.include_router(embeddings.router)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -11,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.types import Citation, Passage
-from retrieval.hybrid import SearchParams, hybrid_search
 
 from .citations import CitationChecker, attribute, insert_markers, sources_footer
 from .errors import APIError, error_body
@@ -19,6 +17,7 @@ from .llm import LLMError
 from .prompt import PromptTooLong, build_prompt
 from .routes.models import RAG_MODEL
 from .schemas import ChatRequest
+from .search import SearchRequest, run_search
 from .state import AppState
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
@@ -71,11 +70,9 @@ async def prepare_turn(
 
     passages: list[Passage] = []
     if rag:
-        vectors = await asyncio.to_thread(state.embedder.embed, [question])
-        async with state.pool.connection() as conn:
-            passages = await hybrid_search(
-                conn, question, vectors[0], SearchParams(limit=s.top_k, rrf_k=s.rrf_k)
-            )
+        passages = await run_search(
+            state.pool, state.embedder, s, SearchRequest(query=question[:4000])
+        )
     max_tokens = req.max_completion_tokens or req.max_tokens or s.llm_max_tokens
     try:
         if rag:

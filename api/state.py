@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,6 +21,7 @@ class AppState:
     pool: AsyncConnectionPool
     embedder: Embedder
     llm: LLMClient
+    celery: Celery | None = None  # sends tasks to the workers; None when REDIS_URL is unset
 
 
 def get_state(request: Request) -> AppState:

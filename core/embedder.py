@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -40,19 +41,72 @@ def resolve_model_path(spec: str) -> Path:
     )
 
 
-class SentenceTransformerEmbedder:
-    """Loads once; `embed` is thread-safe and batched."""
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
 
-    def __init__(self, spec: str, *, batch_size: int = 32, device: str = "cpu") -> None:
+
+class SentenceTransformerEmbedder:
+    """Loads once; `embed` is thread-safe and batched.
+
+    `backend` picks the runtime: "torch" runs sentence-transformers; "onnx" and "onnx-int8" run an
+    export of the same model (made once, into `cache_dir`) on ONNX Runtime, without torch. `name`
+    is the model spec whatever the backend: the index pins the model, and every backend of one
+    model serves the same index.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"EMBED_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        self.name = spec
+        self.backend = backend
+        self.batch_size = batch_size
+        path = resolve_model_path(spec)
+        self._runner: _TorchRunner | _OnnxRunner
+        if backend == "torch":
+            self._runner = _TorchRunner(spec, path, device)
+        else:
+            if device != "cpu":
+                raise ValueError(f"the {backend} backend runs on the CPU only, not {device!r}")
+            from core.onnx_export import ensure_onnx_model, onnx_cache_dir
+
+            cache = cache_dir or onnx_cache_dir(_data_dir(), spec)
+            onnx_file = ensure_onnx_model(path, cache, int8=backend == "onnx-int8")
+            self._runner = _OnnxRunner(path, onnx_file)
+        self.dim = self._runner.dim
+        self.max_tokens = self._runner.max_tokens
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer: transformers' for torch, a `tokenizers.Tokenizer` for ONNX."""
+        return self._runner.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return self._runner.count_tokens(text)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vecs = self._runner.encode(list(texts), self.batch_size)
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class _TorchRunner:
+    def __init__(self, spec: str, path: Path, device: str) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.name = spec
-        self.batch_size = batch_size
-        self._model = SentenceTransformer(
-            str(resolve_model_path(spec)), device=device, local_files_only=True
-        )
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         get_dim = (
             getattr(self._model, "get_embedding_dimension", None)
             or self._model.get_sentence_embedding_dimension
@@ -62,37 +116,125 @@ class SentenceTransformerEmbedder:
             raise ValueError(f"cannot tell the dimension of embedding model {spec!r}")
         self.dim = int(dim)
         self.max_tokens = int(self._model.max_seq_length or 256)
-        self._lock = threading.Lock()
-
-    @property
-    def tokenizer(self):
-        return self._model.tokenizer
+        self.tokenizer = self._model.tokenizer
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer.tokenize(text))
+        return len(self.tokenizer.tokenize(text))
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vecs = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vecs, dtype=np.float32)
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self._model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
 
-def load_embedder(spec: str, batch_size: int = 32) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(spec, batch_size=batch_size)
+class _OnnxRunner:
+    """An exported model (tokens in, pooled embedding out) fed by the model's fast tokenizer.
+
+    Tokenises as sentence-transformers does: same tokenizer, truncation at the model's
+    max_seq_length, padding to the longest text of a batch, batches of similar lengths.
+    """
+
+    def __init__(self, model_dir: Path, onnx_file: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        st_config = _read_json(model_dir / "sentence_bert_config.json")
+        self._lower = bool(st_config.get("do_lower_case", False))
+        self.tokenizer = _load_tokenizer(model_dir)
+        self.max_tokens = int(st_config.get("max_seq_length") or 256)
+        self._batch_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        self._batch_tokenizer.enable_truncation(max_length=self.max_tokens)
+        pad = _pad_token(model_dir)
+        self._batch_tokenizer.enable_padding(
+            pad_id=self.tokenizer.token_to_id(pad) or 0, pad_token=pad
+        )
+        self._session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise ValueError(f"{onnx_file} wants inputs Hearth cannot feed: {sorted(unknown)}")
+        self.dim = int(self.encode(["dimension"], 1).shape[1])
+
+    def count_tokens(self, text: str) -> int:
+        text = text.lower() if self._lower else text
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if self._lower:
+            texts = [t.lower() for t in texts]
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            encodings = self._batch_tokenizer.encode_batch([texts[i] for i in idx])
+            columns = {
+                "input_ids": [e.ids for e in encodings],
+                "attention_mask": [e.attention_mask for e in encodings],
+                "token_type_ids": [e.type_ids for e in encodings],
+            }
+            feed = {name: np.array(columns[name], dtype=np.int64) for name in self._inputs}
+            vecs = self._session.run(None, feed)[0]
+            if out is None:
+                out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[idx] = vecs
+        assert out is not None
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    """The model's fast tokenizer, without truncation or padding (as `tokenize` counts)."""
+    from tokenizers import Tokenizer
+
+    if (model_dir / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    else:  # slow-tokenizer files only: let transformers convert them
+        from transformers import AutoTokenizer
+
+        tok = Tokenizer.from_str(
+            AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer.to_str()
+        )
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def _pad_token(model_dir: Path) -> str:
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        pad = _read_json(model_dir / name).get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        if pad:
+            return str(pad)
+    return "[PAD]"
+
+
+def _data_dir() -> Path:
+    from core.settings import get_settings
+
+    return get_settings().hearth_data_dir
+
+
+def load_embedder(
+    spec: str, batch_size: int = 32, backend: str = "torch", cache_dir: Path | None = None
+) -> SentenceTransformerEmbedder:
+    """The embedder for `spec` on `backend` (EMBED_BACKEND); ONNX exports are cached in `cache_dir`
+    (default `<HEARTH_DATA_DIR>/models/onnx/<model name>/`)."""
+    return SentenceTransformerEmbedder(
+        spec, batch_size=batch_size, backend=backend, cache_dir=cache_dir
+    )
 
 
 def embedding_dim(spec: str) -> int:
     """The model's output dimension, read from its files without loading it."""
-    import json
-
     path = resolve_model_path(spec)
     dim: int | None = None
     modules = path / "modules.json"

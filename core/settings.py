@@ -25,6 +25,11 @@ DEFAULT_COLLECTION = "default"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def valid_collection(name: str) -> bool:
+    """Collection names: letters, digits, `_ . -`, up to 64, starting with a letter or digit."""
+    return bool(_COLLECTION_NAME.match(name))
+
+
 @dataclass(frozen=True)
 class WatchRoot:
     """A watched folder and the collection its documents belong to."""
@@ -41,7 +46,7 @@ def parse_watch_roots(value: str) -> list[WatchRoot]:
             continue
         path, _, collection = item.strip().partition("=")
         collection = collection.strip() or DEFAULT_COLLECTION
-        if not _COLLECTION_NAME.match(collection):
+        if not valid_collection(collection):
             raise ValueError(f"collection name {collection!r} must be letters, digits, _ . -")
         root = WatchRoot(Path(path.strip()).expanduser().absolute(), collection)
         for other in roots:
@@ -93,9 +98,24 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=256, ge=16, le=8192)  # tokens of the embedder's tokenizer
     chunk_overlap: int = Field(default=32, ge=0)
     top_k: int = Field(default=5, ge=1, le=100)
+    # retrieval (see README "Search quality"): defaults chosen on the SciFact benchmark
+    fusion: Literal["rrf", "score"] = "score"
     rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=1.0, ge=0)
+    lexical_weight: float = Field(default=1.0, ge=0)
+    search_candidates: int = Field(default=100, ge=1, le=1000)  # per leg, before fusion
+    bm25_k1: float = Field(default=0.9, ge=0)
+    bm25_b: float = Field(default=0.4, ge=0, le=1)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    rerank_model: str | None = None  # a local cross-encoder folder; unset: no reranking
+    rerank_candidates: int = Field(default=30, ge=1, le=1000)
+    max_passages_per_document: int = Field(default=2, ge=0)  # 0: no cap
+    merge_adjacent: bool = True
+    dedup_threshold: float = Field(default=0.9, gt=0, le=1)
 
     max_file_mb: float = Field(default=200.0, gt=0)
+    parse_timeout_s: float = Field(default=300.0, gt=0)
+    parse_memory_mb: int = Field(default=4096, ge=256)
     rescan_interval_hours: float = Field(default=4.0, gt=0)
     watch_debounce_s: float = Field(default=1.0, ge=0)
     worker_concurrency: int = Field(default=1, ge=1, le=64)
@@ -124,6 +144,13 @@ class Settings(BaseSettings):
             if not url.strip().startswith(("http://", "https://")):
                 raise ValueError("must be http(s) URL(s), comma-separated")
         return v
+
+    @field_validator("rerank_model")
+    @classmethod
+    def _check_rerank_model(cls, v: str | None) -> str | None:
+        if v and not Path(v).expanduser().is_dir():
+            raise ValueError(f"{v!r} is not a folder holding a cross-encoder")
+        return v or None
 
     @field_validator("hearth_watch_dir")
     @classmethod

@@ -45,6 +45,12 @@ _MIME = {
 }
 SUPPORTED_SUFFIXES = frozenset(_MIME)
 
+# pictures hold text only as pixels: without OCR they are reported as needing it, not as failures
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".heic"}
+)
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8", b"RIFF")
+
 # binary Office formats need LibreOffice to convert, which Hearth does not ship
 _LEGACY = {".doc": ".docx", ".ppt": ".pptx", ".xls": ".xlsx"}
 _TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".text", ".html", ".htm", ".csv", ".tsv"})
@@ -57,6 +63,8 @@ def parse_file(path: Path) -> Parsed:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return _image(path, suffix)
     if suffix not in SUPPORTED_SUFFIXES and suffix not in _LEGACY:
         raise ParseError(f"unsupported file type: {suffix or '(no extension)'}")
     try:
@@ -77,6 +85,16 @@ def parse_file(path: Path) -> Parsed:
         raise ParseError(f"could not parse {label}: nested too deeply") from exc
     except Exception as exc:
         raise ParseError(f"could not parse {label}: {short_reason(exc)}") from exc
+
+
+def _image(path: Path, suffix: str) -> Parsed:
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise ParseError("empty file")
+    if not head.startswith(_IMAGE_MAGIC) and b"ftyp" not in head:
+        raise ParseError(f"not a valid {suffix[1:].upper()} image")
+    return Parsed(title=path.stem, mime=f"image/{suffix[1:]}", elements=[], needs_ocr=True)
 
 
 def _sniff_legacy(path: Path, suffix: str) -> str:

@@ -20,6 +20,7 @@ from core.embedder import Embedder
 from core.types import Document
 from retrieval import index
 
+from .attachments import drop_attachments, index_attachments
 from .chunking import chunk_elements
 from .hashing import file_sha256
 from .parse import Parsed, ParseError, parse_file
@@ -127,6 +128,7 @@ def _ingest_locked(
     if not path.is_file():
         gone = index.mark_deleted(conn, key)
         conn.commit()
+        drop_attachments(conn, key)
         return IngestResult(key, "deleted" if gone else "missing")
     st = path.stat()
     existing = index.get_document(conn, key)
@@ -206,6 +208,18 @@ def _ingest_locked(
     index.replace_chunks(conn, doc, vectors)
     conn.commit()
     log.info("indexed %s: %d chunks", key, len(chunks))
+    if parsed.attachments or existing is not None:
+        index_attachments(
+            conn,
+            embedder,
+            key,
+            parsed.attachments,
+            collection=opts.collection,
+            source=opts.source,
+            chunk_size=opts.chunk_size,
+            overlap=opts.chunk_overlap,
+            parser=parser,
+        )
     return IngestResult(key, "indexed", len(chunks))
 
 

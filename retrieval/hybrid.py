@@ -1,76 +1,149 @@
-"""Hybrid search: dense (pgvector HNSW, cosine) and full-text (tsvector) legs in one round trip,
-fused by reciprocal rank."""
+"""The two retrieval legs in one round trip: BM25 over the tsvector (exact, from the statistics
+the chunk triggers keep) and pgvector HNSW cosine, each filtered inside its own SQL."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import psycopg
 
 from core.types import Passage
 
-from .fusion import rrf
+from .filters import SearchFilter
 
-# Both legs and the passage columns in one statement; fusion happens in Python (retrieval.fusion),
-# where it is unit-tested and weights are easy to change.
-_SQL = """
-WITH q AS (SELECT websearch_to_tsquery('english', %(text)s) AS tsq),
-dense AS (
-    SELECT c.id, row_number() OVER (ORDER BY c.embedding <=> %(vec)s) AS rank
-    FROM (SELECT id, embedding FROM chunks ORDER BY embedding <=> %(vec)s LIMIT %(n)s) c
+Mode = Literal["lexical", "dense", "hybrid"]
+
+# BM25 with IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene's, never negative). Candidates are
+# the chunks matching any query lexeme (GIN); tf comes from the tsvector's positions of the query
+# lexemes, which setweight + ts_filter cut out of each candidate's tsvector.
+_LEXICAL = """
+q_terms AS (
+    SELECT t.lexeme,
+           ln(1 + (s.n - coalesce(bt.df, 0) + 0.5)::float8 / (coalesce(bt.df, 0) + 0.5)) AS idf,
+           s.total_len::float8 / greatest(s.n, 1) AS avgdl
+    FROM (SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(text)s)) u) t
+    CROSS JOIN bm25_stats s
+    LEFT JOIN bm25_terms bt ON bt.lexeme = t.lexeme
+),
+q AS (
+    SELECT bm25_any(array_agg(lexeme)) AS tsq, array_agg(lexeme) AS lexemes,
+           max(avgdl) AS avgdl
+    FROM q_terms
 ),
 lexical AS (
-    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q.tsq, 32) DESC, c.id) AS rank
-    FROM chunks c, q
-    WHERE c.tsv @@ q.tsq
-    ORDER BY ts_rank_cd(c.tsv, q.tsq, 32) DESC, c.id
+    SELECT c.id, sum(qt.idf * m.tf * (%(k1)s::float8 + 1) / (m.tf + %(k1)s::float8
+               * (1 - %(b)s::float8 + %(b)s::float8 * c.tsv_len / greatest(q.avgdl, 1)))) AS score
+    FROM q
+    JOIN chunks c ON c.tsv @@ q.tsq
+    JOIN documents d ON d.id = c.document_id
+    CROSS JOIN LATERAL (
+        SELECT u.lexeme, cardinality(u.positions) AS tf
+        FROM unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', q.lexemes), '{a}')) u
+    ) m
+    JOIN q_terms qt ON qt.lexeme = m.lexeme
+    WHERE <FILTER>
+    GROUP BY c.id
+    ORDER BY score DESC, c.id
     LIMIT %(n)s
-),
-hits AS (
-    SELECT COALESCE(dense.id, lexical.id) AS id, dense.rank AS dense_rank,
-           lexical.rank AS lexical_rank
-    FROM dense FULL OUTER JOIN lexical ON dense.id = lexical.id
-)
+)"""
+
+# MATERIALIZED keeps the LIMIT next to the index scan; with hnsw.iterative_scan the scan goes on
+# past ef_search until n rows pass the filter. Relaxed order may return them slightly out of
+# order: search.fuse re-sorts each leg by its score.
+_DENSE = """
+dense AS MATERIALIZED (
+    SELECT c.id, 1 - (c.embedding <=> %(vec)s) AS score
+    FROM chunks c
+    JOIN documents d ON d.id = c.document_id
+    WHERE <FILTER>
+    ORDER BY c.embedding <=> %(vec)s
+    LIMIT %(n)s
+)"""
+
+_EMPTY = {
+    "lexical": "lexical AS (SELECT NULL::bigint AS id, NULL::float8 AS score WHERE false)",
+    "dense": "dense AS (SELECT NULL::bigint AS id, NULL::float8 AS score WHERE false)",
+}
+
+_SELECT = """
 SELECT c.id, c.document_id, d.path, d.title, c.text, c.heading_path, c.page, c.char_start,
-       c.char_end, d.collection, hits.dense_rank, hits.lexical_rank
-FROM hits
-JOIN chunks c ON c.id = hits.id
+       c.char_end, d.collection, c.ordinal, c.context, h.dense_score, h.lexical_score
+FROM (SELECT coalesce(dn.id, lx.id) AS id, dn.score AS dense_score, lx.score AS lexical_score
+      FROM dense dn FULL JOIN lexical lx ON dn.id = lx.id) h
+JOIN chunks c ON c.id = h.id
 JOIN documents d ON d.id = c.document_id
-WHERE d.status <> 'deleted'
 """
 
 
 @dataclass(frozen=True)
-class SearchParams:
-    limit: int = 5
-    candidates: int = 40  # per leg, before fusion
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+class LegOptions:
+    """What the SQL of the legs needs: candidates per leg, BM25 and HNSW knobs, the filter."""
+
+    candidates: int = 100
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
+    ef_search: int = 100
+    filter: SearchFilter = field(default_factory=SearchFilter)
 
 
-async def hybrid_search(
-    conn: psycopg.AsyncConnection, text: str, vector: np.ndarray, params: SearchParams
-) -> list[Passage]:
-    """The best `params.limit` passages for a query, by RRF over the dense and lexical legs."""
-    cur = await conn.execute(
-        _SQL, {"text": text, "vec": np.asarray(vector, dtype=np.float32), "n": params.candidates}
-    )
-    rows = await cur.fetchall()
-    by_id = {r[0]: r for r in rows}
-    dense = [r[0] for r in sorted(rows, key=lambda r: r[10] or 1e9) if r[10] is not None]
-    lexical = [r[0] for r in sorted(rows, key=lambda r: r[11] or 1e9) if r[11] is not None]
-    fused = rrf(
-        {"dense": dense, "lexical": lexical},
-        k=params.rrf_k,
-        weights={"dense": params.dense_weight, "lexical": params.lexical_weight},
-    )
-    return [_passage(by_id[cid], score) for cid, score in fused[: params.limit]]
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk one or both legs returned, with each leg's raw score (None: not in that leg)."""
+
+    passage: Passage
+    ordinal: int
+    context: str
+    dense_score: float | None
+    lexical_score: float | None
+
+    @property
+    def embed_text(self) -> str:
+        """The text as it was embedded (context line, then the chunk): what a reranker reads."""
+        return f"{self.context}\n{self.passage.text}" if self.context else self.passage.text
 
 
-def _passage(r: tuple, score: float) -> Passage:
-    return Passage(
+def build_sql(mode: Mode, opts: LegOptions) -> tuple[str, dict[str, Any]]:
+    """The statement for `mode` and its parameters other than text, vec."""
+    cond, params = opts.filter.render("d")
+    legs = [
+        _LEXICAL if mode != "dense" else _EMPTY["lexical"],
+        _DENSE if mode != "lexical" else _EMPTY["dense"],
+    ]
+    sql = "WITH " + ",\n".join(legs).replace("<FILTER>", cond) + _SELECT
+    params.update(n=opts.candidates, k1=opts.bm25_k1, b=opts.bm25_b)
+    return sql, params
+
+
+async def retrieve(
+    conn: psycopg.AsyncConnection,
+    text: str,
+    vector: np.ndarray | None,
+    mode: Mode,
+    opts: LegOptions,
+) -> list[Candidate]:
+    """Each leg's top `opts.candidates` chunks among the documents the filter allows."""
+    if mode != "lexical" and vector is None:
+        raise ValueError(f"{mode} search needs the query's embedding")
+    sql, params = build_sql(mode, opts)
+    params.update(text=text)
+    if mode != "lexical":
+        params["vec"] = np.asarray(vector, dtype=np.float32)
+    async with conn.transaction():
+        if mode != "lexical":
+            await conn.execute(
+                "SELECT set_config('hnsw.ef_search', %s, true),"
+                " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                (str(int(opts.ef_search)),),
+            )
+        cur = await conn.execute(sql, params)
+        rows = await cur.fetchall()
+    return [_candidate(r) for r in rows]
+
+
+def _candidate(r: tuple) -> Candidate:
+    passage = Passage(
         chunk_id=r[0],
         document_id=r[1],
         path=r[2],
@@ -80,6 +153,7 @@ def _passage(r: tuple, score: float) -> Passage:
         page=r[6],
         char_start=r[7],
         char_end=r[8],
-        score=score,
+        score=0.0,
         collection=r[9],
     )
+    return Candidate(passage, r[10], r[11], r[12], r[13])

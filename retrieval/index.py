@@ -61,10 +61,12 @@ def get_document(conn: psycopg.Connection, path: str) -> DocumentRow | None:
 
 
 def documents_under(conn: psycopg.Connection, root: str) -> list[DocumentRow]:
-    """Live (not deleted) documents whose path is inside the folder `root`."""
+    """Live (not deleted) documents whose file is inside the folder `root` (an email's
+    attachments have no file of their own, so they are not listed)."""
     prefix = root.rstrip("/") + "/"
     rows = conn.execute(
-        _ROW_SQL + " WHERE status <> 'deleted' AND left(path, length(%s)) = %s",
+        _ROW_SQL + " WHERE status <> 'deleted' AND left(path, length(%s)) = %s"
+        " AND NOT metadata ? 'attachment_of'",
         (prefix, prefix),
     ).fetchall()
     return [DocumentRow(*r) for r in rows]
@@ -84,7 +86,11 @@ def set_status(
     cols = {"status": status, "error": error, "collection": collection, "source": source, **fields}
     names = ", ".join(cols)
     marks = ", ".join(["%s"] * len(cols))
-    updates = ", ".join(f"{k} = EXCLUDED.{k}" for k in cols)
+    # metadata accumulates (an upload's purpose survives indexing); other columns are replaced
+    updates = ", ".join(
+        f"{k} = documents.{k} || EXCLUDED.{k}" if k == "metadata" else f"{k} = EXCLUDED.{k}"
+        for k in cols
+    )
     row = conn.execute(
         f"INSERT INTO documents (path, {names}) VALUES (%s, {marks})"
         f" ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() RETURNING id",
@@ -249,3 +255,11 @@ def copy_document(
             (new_id, doc_id),
         )
     return new_id
+
+
+def drop_attachments(conn: psycopg.Connection, parent: str, keep: list[str]) -> None:
+    """Delete the attachment documents of `parent` whose paths are not in `keep`."""
+    conn.execute(
+        "DELETE FROM documents WHERE metadata ->> 'attachment_of' = %s AND NOT path = ANY(%s)",
+        (parent, keep),
+    )

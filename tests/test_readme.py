@@ -63,7 +63,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_configuration_table_matches_settings() -> None:
     table = section("Configuration")
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", table, re.M))
     fields = {name.upper() for name in Settings.model_fields}
     assert documented == fields
 

@@ -15,6 +15,7 @@ from core.db import connect
 from core.embedder import Embedder, load_embedder
 from core.offline import go_offline
 from core.settings import Settings, get_settings
+from ingest.isolate import ParserProcess
 from ingest.pipeline import IngestOptions, ingest_path, move_path
 from ingest.sync import reconcile, root_for
 
@@ -34,6 +35,12 @@ class _Context:
         go_offline()
         self.settings: Settings = get_settings()
         self._conn: psycopg.Connection | None = None
+
+    @functools.cached_property
+    def parser(self) -> ParserProcess:
+        """Parsing runs in a child process: a file that hangs or explodes fails alone."""
+        s = self.settings
+        return ParserProcess(timeout_s=s.parse_timeout_s, memory_mb=s.parse_memory_mb)
 
     @functools.cached_property
     def embedder(self) -> Embedder:
@@ -77,7 +84,7 @@ def ingest_file(path: str, collection: str | None = None, source: str = "watch")
     """Sync one path: index it if new or changed, drop it from the index if it is gone."""
     ctx = context()
     opts = ctx.options(Path(path), collection, source)
-    return ingest_path(ctx.conn, ctx.embedder, Path(path), opts).__dict__
+    return ingest_path(ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse).__dict__
 
 
 @_retrying(TASK_MOVE)
@@ -85,7 +92,7 @@ def move_file(src: str, dest: str, collection: str | None = None) -> dict[str, A
     """A rename or move: the document keeps its chunks if the bytes are the same."""
     ctx = context()
     opts = ctx.options(Path(dest), collection, "watch")
-    return move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts).__dict__
+    return move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts, ctx.parser.parse).__dict__
 
 
 @_retrying(TASK_RESCAN)

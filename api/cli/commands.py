@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
@@ -19,6 +18,7 @@ from core.offline import go_offline
 from core.settings import Settings
 
 from ..store import accounts
+from . import search as search_cli
 from .embedded import database_url, running_redis_url
 
 
@@ -49,10 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--collection", default="default")
     p.set_defaults(func=run_ingest)
 
-    p = sub.add_parser("search", help="hybrid search over the index")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=None)
-    p.set_defaults(func=run_search)
+    search_cli.add_parsers(sub)
 
     tok = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="action", required=True
@@ -198,13 +195,15 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     failures: list[tuple[str, str]] = []
     chunks = 0
-    with connect(_db(settings)) as conn, Progress() as bar:
+    from ingest.isolate import ParserProcess
+
+    parser = ParserProcess(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
+    with connect(_db(settings)) as conn, Progress() as bar, parser:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
             collection, source = _origin(f, settings, args.collection)
-            result = ingest_path(
-                conn, embedder, f, replace(opts, collection=collection, source=source)
-            )
+            opts_f = replace(opts, collection=collection, source=source)
+            result = ingest_path(conn, embedder, f, opts_f, parser.parse)
             chunks += result.chunks
             if result.error:
                 failures.append((result.path, result.error))
@@ -231,34 +230,6 @@ def _origin(path: Path, settings: Settings, collection: str) -> tuple[str, str]:
 
     root = root_for(path, [replace(r, path=r.path.resolve()) for r in settings.watch_roots])
     return (root.collection, "watch") if root else (collection, "cli")
-
-
-def run_search(args: argparse.Namespace, settings: Settings) -> int:
-    from core.db import async_pool
-    from retrieval.hybrid import SearchParams, hybrid_search
-
-    go_offline()
-    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
-    vec = embedder.embed([args.query])[0]
-
-    async def go() -> list:
-        pool = async_pool(_db(settings), min_size=1, max_size=1)
-        await pool.open()
-        try:
-            async with pool.connection() as conn:
-                return await hybrid_search(
-                    conn,
-                    args.query,
-                    vec,
-                    SearchParams(limit=args.k or settings.top_k, rrf_k=settings.rrf_k),
-                )
-        finally:
-            await pool.close()
-
-    for i, p in enumerate(asyncio.run(go()), 1):
-        where = f"{p.path}" + (f" p.{p.page}" if p.page else "")
-        print(f"[{i}] {p.score:.4f} {where}\n    {p.text[:200].strip()}")
-    return 0
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from core.settings import SettingsError, get_settings
 
-from . import commands, llm, up
+from . import commands, docs, llm, up
 
-MODULES = (up, llm, commands)
+MODULES = (up, llm, commands, docs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,9 +80,11 @@ class Stack:
         return self.proc.wait(timeout_s)
 
 
-def start_stack(data_dir: Path, log: Path, timeout_s: float = 900) -> Stack:
+def start_stack(
+    data_dir: Path, log: Path, timeout_s: float = 900, port: int | None = None
+) -> Stack:
     env = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
-    port = free_port()
+    port = port or free_port()
     env.update(
         {
             "HEARTH_DATA_DIR": str(data_dir),

@@ -187,11 +187,11 @@ def test_shutdown_is_clean_and_a_restart_keeps_everything(indexed: Stack, stack_
     assert indexed.stop() == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(indexed.api + "/health", timeout=2)
-    again = start_stack(indexed.data_dir, indexed.log)
-    try:
-        assert again.token is None  # the admin exists; no second token is printed
-        assert again.status()["documents"]["indexed"]["count"] == 2
-        r = httpx.get(again.api + "/v1/models", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 200
-    finally:
-        assert again.stop() == 0
+    port = int(indexed.api.rsplit(":", 1)[1])
+    again = start_stack(indexed.data_dir, indexed.log, port=port)
+    # the session's stack is now the restarted one, so later tests keep using it
+    indexed.proc, indexed.env = again.proc, again.env
+    assert again.token is None  # the admin exists; no second token is printed
+    assert again.status()["documents"]["indexed"]["count"] == 2
+    r = httpx.get(again.api + "/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200

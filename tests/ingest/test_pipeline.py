@@ -206,3 +206,55 @@ def test_two_workers_never_process_one_document_at_once(
         t.join(60)
     assert sorted(results) == ["indexed", "unchanged"]
     assert sum(e.calls for e in embedders) == 1
+
+
+def test_email_attachments_are_documents_that_follow_their_email(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.com", "Boiler service"
+    msg.set_content("The service report is attached.")
+    msg.add_attachment(
+        b"The boiler was serviced on 4 May; next visit in a year.\n",
+        maintype="text",
+        subtype="plain",
+        filename="report.txt",
+    )
+    msg.add_attachment(
+        b"not really a pdf", maintype="application", subtype="pdf", filename="broken.pdf"
+    )
+    mail = tmp_path / "service.eml"
+    mail.write_bytes(bytes(msg))
+    emb = CountingEmbedder()
+    assert ingest_path(db, emb, mail, OPTS).status == "indexed"
+    rows = dict(db.execute("SELECT path, status FROM documents").fetchall())
+    assert rows[f"{mail}#report.txt"] == "indexed"
+    assert rows[f"{mail}#broken.pdf"] == "failed"
+    assert any("serviced on 4 May" in t for t in chunk_texts(db, Path(f"{mail}#report.txt")))
+
+    # a rescan of the folder does not mistake attachments for vanished files
+    from core.settings import WatchRoot
+    from ingest.sync import reconcile
+
+    plan = reconcile(db, [WatchRoot(tmp_path, "default")])
+    assert plan.to_delete == [] and plan.unchanged == 1
+
+    mail.unlink()
+    ingest_path(db, emb, mail, OPTS)
+    left = db.execute(
+        "SELECT count(*) FROM documents WHERE path LIKE %s", (f"{mail}#%",)
+    ).fetchone()
+    assert left == (0,)
+    assert chunk_texts(db, Path(f"{mail}#report.txt")) == []
+
+
+def test_an_image_is_marked_needs_ocr_with_a_reason(db: psycopg.Connection, tmp_path: Path) -> None:
+    scan = tmp_path / "receipt.png"
+    scan.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    result = ingest_path(db, CountingEmbedder(), scan, OPTS)
+    assert result.status == "needs_ocr" and "OCR" in (result.error or "")
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("just text")
+    assert ingest_path(db, CountingEmbedder(), fake, OPTS).status == "failed"

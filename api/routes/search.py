@@ -1,0 +1,26 @@
+"""POST /v1/search: retrieval only — the passages the chat API would give the model, with
+their scores and where they come from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..auth import CurrentUser
+from ..search import SearchRequest, passage_json, run_search
+from ..state import State
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/search")
+async def search(body: SearchRequest, state: State, user: CurrentUser) -> dict[str, Any]:
+    """Access control (a later issue) passes the collections `user` may read as `readable`."""
+    passages = await run_search(state.pool, state.embedder, state.settings, body)
+    return {
+        "object": "list",
+        "query": body.query,
+        "mode": body.mode,
+        "data": [passage_json(i, p) for i, p in enumerate(passages, 1)],
+    }

@@ -1,0 +1,116 @@
+"""One search request, from its JSON shape to passages: shared by POST /v1/search, the chat
+API and `hearth search`, so all three retrieve the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.embedder import Embedder
+from core.settings import Settings
+from core.types import Passage
+from retrieval.filters import SearchFilter
+from retrieval.rerank import Reranker, load_reranker
+from retrieval.search import SearchParams, search
+
+from .errors import APIError
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # a date without a zone is taken as UTC
+    return value
+
+
+class SearchFilters(BaseModel):
+    """Which documents may be returned; every field given narrows the search."""
+
+    model_config = ConfigDict(extra="forbid")
+    collections: list[str] | None = None
+    path_prefix: str | list[str] | None = None
+    file_types: list[str] | None = Field(
+        default=None, description='MIME types ("application/pdf", "text/*") or suffixes ("md")'
+    )
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="documents whose metadata contains this JSON object"
+    )
+
+    def to_filter(self) -> SearchFilter:
+        prefixes = [self.path_prefix] if isinstance(self.path_prefix, str) else self.path_prefix
+        return SearchFilter(
+            collections=tuple(self.collections) if self.collections is not None else None,
+            path_prefixes=tuple(prefixes or ()),
+            file_types=tuple(self.file_types or ()),
+            modified_after=_utc(self.modified_after),
+            modified_before=_utc(self.modified_before),
+            metadata=self.metadata or {},
+        )
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=4000)
+    k: int | None = Field(default=None, ge=1, le=100, description="default: TOP_K")
+    filters: SearchFilters | None = None
+    mode: Literal["lexical", "dense", "hybrid"] = "hybrid"
+    rerank: bool | None = Field(default=None, description="default: on when RERANK_MODEL is set")
+
+
+def passage_json(rank: int, p: Passage) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "score": round(p.score, 6),
+        "document_id": p.document_id,
+        "chunk_id": p.chunk_id,
+        "path": p.path,
+        "title": p.title,
+        "collection": p.collection,
+        "page": p.page,
+        "heading_path": list(p.heading_path),
+        "char_start": p.char_start,
+        "char_end": p.char_end,
+        "text": p.text,
+    }
+
+
+async def _reranker(settings: Settings, wanted: bool | None) -> Reranker | None:
+    if wanted is False or (wanted is None and not settings.rerank_model):
+        return None
+    if not settings.rerank_model:
+        raise APIError(
+            400,
+            "Reranking is not configured on this server (RERANK_MODEL is unset).",
+            param="rerank",
+            code="rerank_unavailable",
+        )
+    return await asyncio.to_thread(load_reranker, settings.rerank_model)
+
+
+async def run_search(
+    pool: AsyncConnectionPool,
+    embedder: Embedder,
+    settings: Settings,
+    req: SearchRequest,
+    *,
+    readable: tuple[str, ...] | None = None,
+) -> list[Passage]:
+    """The passages for `req`. `readable` (access control, a later issue) limits the search to
+    those collections, inside the SQL of both legs."""
+    filt = req.filters.to_filter() if req.filters else SearchFilter()
+    if readable is not None:
+        filt = filt.restricted_to(readable)
+    params = SearchParams.from_settings(
+        settings, limit=req.k or settings.top_k, mode=req.mode, filter=filt
+    )
+    reranker = await _reranker(settings, req.rerank)
+    vector = None
+    if req.mode != "lexical":
+        vector = (await asyncio.to_thread(embedder.embed, [req.query]))[0]
+    async with pool.connection() as conn:
+        return await search(conn, req.query, vector, params, reranker)

@@ -1,0 +1,137 @@
+"""Search: the legs (retrieval.hybrid), fusion, the optional rerank stage, then passage
+refinement. The one function the chat API, /v1/search, `hearth search` and `hearth eval` call."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+
+from core.settings import Settings
+from core.types import Passage
+
+from .filters import SearchFilter
+from .fusion import rrf, score_fusion
+from .hybrid import Candidate, LegOptions, Mode, retrieve
+from .passages import RefineOptions, refine
+from .rerank import Reranker
+
+Fusion = Literal["rrf", "score"]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Every knob of one search; `from_settings` gives the configured defaults."""
+
+    limit: int = 5
+    mode: Mode = "hybrid"
+    fusion: Fusion = "score"
+    candidates: int = 100  # per leg, before fusion
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
+    ef_search: int = 100
+    rerank_candidates: int = 30
+    max_per_document: int = 2
+    merge_adjacent: bool = True
+    dedup_threshold: float = 0.9
+    filter: SearchFilter = field(default_factory=SearchFilter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> SearchParams:
+        params = cls(
+            limit=settings.top_k,
+            fusion=settings.fusion,
+            candidates=settings.search_candidates,
+            rrf_k=settings.rrf_k,
+            dense_weight=settings.dense_weight,
+            lexical_weight=settings.lexical_weight,
+            bm25_k1=settings.bm25_k1,
+            bm25_b=settings.bm25_b,
+            ef_search=settings.hnsw_ef_search,
+            rerank_candidates=settings.rerank_candidates,
+            max_per_document=settings.max_passages_per_document,
+            merge_adjacent=settings.merge_adjacent,
+            dedup_threshold=settings.dedup_threshold,
+        )
+        return replace(params, **overrides)
+
+
+def fuse(candidates: list[Candidate], params: SearchParams) -> list[tuple[Candidate, float]]:
+    """The candidates in fused order with their fused score (one leg: that leg's own score)."""
+    by_id = {c.passage.chunk_id: c for c in candidates}
+    legs = {
+        "dense": _leg(candidates, "dense_score"),
+        "lexical": _leg(candidates, "lexical_score"),
+    }
+    weights = {"dense": params.dense_weight, "lexical": params.lexical_weight}
+    if params.mode != "hybrid":
+        only = legs[params.mode]
+        return [(by_id[cid], score) for cid, score in only]
+    if params.fusion == "score":
+        fused = score_fusion(legs, weights=weights)
+    else:
+        fused = rrf(
+            {name: [cid for cid, _ in leg] for name, leg in legs.items()},
+            k=params.rrf_k,
+            weights=weights,
+        )
+    return [(by_id[cid], score) for cid, score in fused]
+
+
+def _leg(candidates: list[Candidate], attr: str) -> list[tuple[int, float]]:
+    scored = [
+        (c.passage.chunk_id, float(s)) for c in candidates if (s := getattr(c, attr)) is not None
+    ]
+    return sorted(scored, key=lambda kv: (-kv[1], kv[0]))
+
+
+def rerank(
+    reranker: Reranker, query: str, ranked: list[tuple[Candidate, float]], top_n: int
+) -> list[tuple[Candidate, float]]:
+    """The best `top_n` candidates re-ordered by the reranker, with its scores; the rest follow
+    in fused order with their fused scores."""
+    head = ranked[:top_n]
+    scores = reranker.score(query, [c.embed_text for c, _ in head])
+    order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+    return [(head[i][0], float(scores[i])) for i in order] + ranked[top_n:]
+
+
+async def search(
+    conn: psycopg.AsyncConnection,
+    query: str,
+    vector: np.ndarray | None,
+    params: SearchParams,
+    reranker: Reranker | None = None,
+) -> list[Passage]:
+    """The best `params.limit` passages for `query` among the documents `params.filter` allows.
+
+    `vector` is the query's embedding (not needed for lexical mode). With a `reranker`, the best
+    `rerank_candidates` fused chunks are re-scored by it.
+    """
+    # enough candidates per leg that capping and de-duplication can still fill the limit
+    per_leg = max(params.candidates, 2 * params.limit)
+    opts = LegOptions(
+        candidates=per_leg,
+        bm25_k1=params.bm25_k1,
+        bm25_b=params.bm25_b,
+        ef_search=min(1000, max(params.ef_search, per_leg)),
+        filter=params.filter,
+    )
+    candidates = await retrieve(conn, query, vector, params.mode, opts)
+    ranked = fuse(candidates, params)
+    if reranker is not None and ranked:
+        top_n = max(params.rerank_candidates, params.limit)
+        ranked = await asyncio.to_thread(rerank, reranker, query, ranked, top_n)
+    refine_opts = RefineOptions(
+        limit=params.limit,
+        max_per_document=params.max_per_document,
+        merge_adjacent=params.merge_adjacent,
+        dedup_threshold=params.dedup_threshold,
+    )
+    return refine([(replace(c.passage, score=s), c.ordinal) for c, s in ranked], refine_opts)

@@ -1,0 +1,50 @@
+"""The ingest benchmark runs end to end on a tiny corpus and reports what it promises (no timing
+assertions: those belong to the figures, not to a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.ingest import BACKENDS, STAGES, main
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_sane_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--files", "5", "--rescan-files", "300", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+
+    corpus = result["meta"]["corpus"]
+    assert corpus["files"] == 5 and set(corpus["by_kind"]) == {"md", "txt", "html", "pdf", "docx"}
+    assert set(result["backends"]) == set(BACKENDS)
+    chunks = {b: r["pipeline"]["chunks"] for b, r in result["backends"].items()}
+    assert min(chunks.values()) > 0
+    assert len(set(chunks.values())) == 1  # same chunking whatever the backend
+    for b, r in result["backends"].items():
+        assert r["pipeline"]["statuses"] == {"indexed": 5}, b
+        assert r["pipeline"]["chunks_per_s"] > 0 and r["floor"]["chunks_per_s"] > 0
+        assert r["pipeline_over_floor"] > 0
+        assert set(r["stages_seconds"]) == set(STAGES)
+        assert all(r["stages_seconds"][s] > 0 for s in ("parse", "chunk", "embed", "write"))
+        assert r["rss"]["rss_mb"] > 0 and r["rss"]["parse_child"]["peak_rss_mb"] > 0
+        assert r["rss"]["inline_parsing"]["rss_mb"] > 0
+        assert r["vs_torch"]["pipeline"] > 0
+        assert (r["export_s"] is None) == (b == "torch")
+    assert result["backends"]["torch"]["rss"]["torch_imported"]
+    # parsing runs in a child process, so an ONNX worker never imports torch itself
+    assert not result["backends"]["onnx-int8"]["rss"]["torch_imported"]
+    assert "ParserProcess" in result["meta"]["parser"]
+
+    rescan = result["rescan"]
+    assert rescan["files"] == rescan["unchanged"] == 300
+    assert rescan["planned_ingest"] == rescan["planned_delete"] == rescan["planned_moves"] == 0
+    assert rescan["seconds"] > 0
+
+    printed = capsys.readouterr().out
+    assert "pipe/floor" in printed and "rescan of 300 unchanged files" in printed
+    assert "synthetic prose" in printed
