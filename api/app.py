@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from core.db import async_pool
-from core.embedder import Embedder, load_embedder
+from core.embedder import Embedder, embedder_for
 from core.offline import go_offline
 from core.settings import Settings
 from workers.celery_app import create_celery
@@ -31,11 +31,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         go_offline()
         emb: Embedder = (
-            embedder
-            if embedder is not None
-            else await asyncio.to_thread(
-                load_embedder, settings.embed_model, settings.embed_batch_size
-            )
+            embedder if embedder is not None else await asyncio.to_thread(embedder_for, settings)
         )
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
 import importlib.util
 import json
 import os
@@ -230,6 +235,16 @@ def load_embedder(
     (default `<HEARTH_DATA_DIR>/models/onnx/<model name>/`)."""
     return SentenceTransformerEmbedder(
         spec, batch_size=batch_size, backend=backend, cache_dir=cache_dir
+    )
+
+
+def embedder_for(settings: Settings) -> SentenceTransformerEmbedder:
+    """The embedder Settings describe: EMBED_MODEL on EMBED_BACKEND, exports under the data dir."""
+    return load_embedder(
+        settings.embed_model,
+        settings.embed_batch_size,
+        backend=settings.embed_backend,
+        cache_dir=settings.hearth_data_dir / "models" / "onnx",
     )
 
 

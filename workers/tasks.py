@@ -12,7 +12,7 @@ import psycopg
 from celery import shared_task
 
 from core.db import connect
-from core.embedder import Embedder, load_embedder
+from core.embedder import Embedder, embedder_for
 from core.offline import go_offline
 from core.settings import Settings, get_settings
 from ingest.isolate import ParserProcess
@@ -44,8 +44,7 @@ class _Context:
 
     @functools.cached_property
     def embedder(self) -> Embedder:
-        s = self.settings
-        return load_embedder(s.embed_model, s.embed_batch_size)
+        return embedder_for(self.settings)
 
     @property
     def conn(self) -> psycopg.Connection:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.db import connect
-from core.embedder import embedding_dim, load_embedder
+from core.embedder import embedder_for, embedding_dim
 from core.logs import setup_logging
 from core.migrate import IndexModelMismatch, migrate
 from core.offline import go_offline
@@ -187,7 +187,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     go_offline()
     from rich.progress import Progress
 
-    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
+    embedder = embedder_for(settings)
     opts = IngestOptions(
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,

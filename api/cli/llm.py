@@ -14,7 +14,8 @@ from typing import Any
 
 from core.settings import Settings
 
-from .llm_server import LLMServerError, from_settings, is_prepared, prepare_model
+from .llm_convert import LLMServerError, is_prepared, prepare_model
+from .llm_server import from_settings
 
 
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from core.embedder import load_embedder
+from core.embedder import embedder_for
 from core.offline import go_offline
 from core.settings import Settings
 
@@ -68,7 +68,7 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     except (ValidationError, ValueError) as exc:
         print(f"hearth search: {exc}", file=sys.stderr)
         return 2
-    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
+    embedder = embedder_for(settings)
 
     async def go() -> list:
         pool = async_pool(_db(settings), min_size=1, max_size=1)

@@ -99,7 +99,8 @@ def _wait_http(url: str, stop: threading.Event, timeout_s: float) -> bool:
 
 
 def run_up(args: argparse.Namespace, settings: Settings) -> int:
-    from .llm_server import from_settings, prepare_model
+    from .llm_convert import prepare_model
+    from .llm_server import from_settings
 
     setup_logging()
     go_offline()

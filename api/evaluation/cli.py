@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.embedder import load_embedder
+from core.embedder import embedder_for
 from core.offline import go_offline
 from core.settings import Settings
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         data = beir.subset(data, max_queries=args.limit_queries)
     elif args.limit_queries:
         data = beir.limit_queries(data, args.limit_queries)
-    embedder = load_embedder(settings.embed_model, settings.embed_batch_size)
+    embedder = embedder_for(settings)
     cache_dir = args.cache_dir or settings.hearth_data_dir / "eval"
     backend = getattr(embedder, "backend", "torch")
     cache = cache_dir / f"embeddings-{Path(embedder.name).name}-{backend}.sqlite"

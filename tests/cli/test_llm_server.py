@@ -13,15 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.cli.llm_server import (
-    COMPLETE_MARKER,
-    LLMServerError,
-    LocalLLMServer,
-    from_settings,
-    is_prepared,
-    prepare_model,
-    process_group_alive,
-)
+from api.cli.llm_convert import COMPLETE_MARKER, LLMServerError, is_prepared, prepare_model
+from api.cli.llm_server import LocalLLMServer, from_settings, process_group_alive
 from core.settings import Settings
 
 

