@@ -29,11 +29,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     for name, func, text in (
         ("serve-api", run_api, "run the API server (uvicorn)"),
-        ("worker", run_worker, "run a Celery ingestion worker"),
         ("beat", run_beat, "run Celery beat (scheduled rescans)"),
         ("watch", run_watch, "watch HEARTH_WATCH_DIR and queue changes"),
     ):
         sub.add_parser(name, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="run a Celery ingestion worker")
+    p.add_argument(
+        "--queues",
+        default="interactive,ingest",
+        help="queues to consume, comma-separated (interactive: uploads and "
+        "`hearth ingest`; ingest: the watcher and rescans)",
+    )
+    p.set_defaults(func=run_worker)
 
     p = sub.add_parser("status", help="summarise the index")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -123,9 +131,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             "worker",
             "--loglevel=INFO",
             "-Q",
-            "interactive,ingest",
+            args.queues,
             "-n",
-            "hearth@%h",
+            f"hearth-{args.queues.replace(',', '-')}@%h",
             f"--concurrency={settings.worker_concurrency}",
             "--without-gossip",
             "--without-mingle",

@@ -23,8 +23,16 @@ from core.settings import Settings
 from ..store.accounts import ensure_user, issue_token, user_count
 from .embedded import EmbeddedRedis, database_url, redis_socket
 
-# name -> `hearth` subcommand run as a supervised child process
-CHILDREN = {"api": "serve-api", "worker": "worker", "beat": "beat", "watcher": "watch"}
+# name -> `hearth` command line of a supervised child process. Two workers: one for bulk work
+# (watcher, rescans) and one that only takes interactive work (uploads, `hearth ingest`), so a
+# big import never makes a person wait behind it.
+CHILDREN = {
+    "api": ["serve-api"],
+    "worker": ["worker", "--queues", "ingest"],
+    "worker-interactive": ["worker", "--queues", "interactive"],
+    "beat": ["beat"],
+    "watcher": ["watch"],
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +54,7 @@ class Supervisor:
         self.restarts: dict[str, list[float]] = {}
 
     def start(self, name: str) -> None:
-        argv = [sys.executable, "-m", "api.cli.main", CHILDREN[name]]
+        argv = [sys.executable, "-m", "api.cli.main", *CHILDREN[name]]
         self.procs[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)
 
     def poll(self) -> None:
