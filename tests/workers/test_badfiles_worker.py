@@ -3,52 +3,24 @@ ends failed with its reason while the good files stay searchable."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from api.cli.embedded import EmbeddedRedis
 from core.settings import get_settings
 from tests.ingest.badfiles import write_bad_files
+from tests.workers.conftest import WorkerFactory
 from workers.celery_app import TASK_RESCAN, create_celery
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def worker_env(
-    pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
-) -> Iterator[dict[str, str]]:
-    redis = EmbeddedRedis(tmp_path / "redis")
-    env = {
-        **env_without_hearth,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": redis.start(),
-        "HEARTH_DATA_DIR": str(tmp_path / "data"),
-        "HEARTH_WATCH_DIR": str(tmp_path / "w"),
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield env
-    proc.terminate()
-    proc.wait(30)
-    log.close()
-    redis.stop()
-
-
 def test_bad_files_fail_with_reasons_and_good_files_stay_searchable(
-    db: psycopg.Connection, worker_env: dict[str, str]
+    db: psycopg.Connection, worker_env: dict[str, str], start_worker: WorkerFactory
 ) -> None:
+    start_worker()
     watched = Path(worker_env["HEARTH_WATCH_DIR"])
     expected = {n: k for n, k in write_bad_files(watched).items() if not n.endswith(".sleep")}
     (watched / "slow.sleep").unlink(missing_ok=True)  # needs the test-only parser child

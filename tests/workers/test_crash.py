@@ -4,62 +4,21 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 
-from api.cli.embedded import EmbeddedRedis
 from core.settings import get_settings
 from workers.celery_app import TASK_INGEST, create_celery
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    redis = EmbeddedRedis(tmp_path / "redis")
-    yield redis.start()
-    redis.stop()
-
-
-@pytest.fixture
-def start_worker(
-    broker: str, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    env = {
-        **env_without_hearth,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": broker,
-        "HEARTH_DATA_DIR": str(tmp_path / "data"),
-        "HEARTH_WATCH_DIR": str(tmp_path / "w"),
-        "TASK_VISIBILITY_TIMEOUT_S": "5",
-        "CHUNK_SIZE": "64",
-        "CHUNK_OVERLAP": "8",
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    log = (tmp_path / "worker.log").open("ab")
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli.main", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(30)
-    log.close()
+# a dead worker's task comes back after 5 s; small chunks make many of them
+CRASH_ENV = {"TASK_VISIBILITY_TIMEOUT_S": "5", "CHUNK_SIZE": "64", "CHUNK_OVERLAP": "8"}
 
 
 def big_file(tmp_path: Path) -> Path:
@@ -121,7 +80,7 @@ def test_killing_the_pool_process_mid_file_redelivers_it(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     f = big_file(tmp_path)
-    worker = start_worker()
+    worker = start_worker(**CRASH_ENV)
     send(broker, f)
     wait_status(db, f, {"embedding"}, 120)
     for child in pool_children(worker):
@@ -138,7 +97,7 @@ def test_killing_the_whole_worker_mid_file_loses_nothing(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     f = big_file(tmp_path)
-    worker = start_worker()
+    worker = start_worker(**CRASH_ENV)
     send(broker, f)
     wait_status(db, f, {"embedding"}, 120)
     kids = pool_children(worker)
@@ -147,6 +106,6 @@ def test_killing_the_whole_worker_mid_file_loses_nothing(
         child.send_signal(signal.SIGKILL)
     worker.wait(10)
     assert status(db, f) == "embedding"  # it really died mid-file
-    start_worker()  # a new worker gets the unacknowledged task back
+    start_worker(**CRASH_ENV)  # a new worker gets the unacknowledged task back
     wait_status(db, f, {"indexed"}, 240)
     assert_indexed_exactly_once(db, f)

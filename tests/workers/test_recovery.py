@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from api.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.migrate import migrate
 from core.settings import get_settings
+from tests.workers.conftest import spawn_worker, stop_workers
 from workers.celery_app import TASK_INGEST, create_celery
 
 pytestmark = pytest.mark.slow
@@ -35,18 +34,10 @@ def services(
         "HEARTH_DATA_DIR": str(tmp_path / "data"),
         "HEARTH_WATCH_DIR": str(tmp_path / "w"),
     }
-    log = (tmp_path / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = spawn_worker(env, tmp_path / "worker.log")
     (tmp_path / "w").mkdir()
     yield pg, redis, pg_url, broker, tmp_path / "w"
-    worker.terminate()
-    worker.wait(30)
-    log.close()
+    stop_workers([worker])
     redis.stop()
     pg.stop()
 
