@@ -83,16 +83,23 @@ def _db(settings: Settings) -> str:
     return url
 
 
-def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] | None:
+    """Apply migrations pinned to EMBED_MODEL; None (after saying why) if the index refuses it."""
     try:
-        applied = migrate(
-            _db(settings),
+        return migrate(
+            db_url,
             embed_model=settings.embed_model,
             embed_dim=embedding_dim(settings.embed_model),
-            reembed=args.reembed,
+            reembed=reembed,
         )
     except IndexModelMismatch as exc:
         print(f"hearth: {exc}", file=sys.stderr)
+        return None
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = migrate_index(_db(settings), settings, args.reembed)
+    if applied is None:
         return 2
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0

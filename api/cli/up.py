@@ -14,13 +14,12 @@ from pathlib import Path
 import httpx
 
 from core.db import connect
-from core.embedder import embedding_dim
 from core.logs import setup_logging
-from core.migrate import IndexModelMismatch, migrate
 from core.offline import go_offline
 from core.settings import Settings
 
 from ..store.accounts import ensure_user, issue_token, user_count
+from .commands import migrate_index
 from .embedded import EmbeddedRedis, database_url, redis_socket
 
 # name -> `hearth` command line of a supervised child process. Two workers: one for bulk work
@@ -135,15 +134,8 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         else:
             redis = EmbeddedRedis(redis_socket(settings).parent)
             env["REDIS_URL"] = redis.start()
-        try:
-            applied = migrate(
-                db_url,
-                embed_model=settings.embed_model,
-                embed_dim=embedding_dim(settings.embed_model),
-                reembed=args.reembed,
-            )
-        except IndexModelMismatch as exc:
-            print(f"hearth: {exc}", file=sys.stderr)
+        applied = migrate_index(db_url, settings, args.reembed)
+        if applied is None:
             return 2
         if applied:
             print(f"hearth: applied migrations {', '.join(applied)}", flush=True)
