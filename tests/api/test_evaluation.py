@@ -4,8 +4,8 @@ run on a tiny generated dataset, and the --quick run on SciFact (slow)."""
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from pathlib import Path
 
 import numpy as np
