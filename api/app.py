@@ -17,7 +17,7 @@ from workers.celery_app import create_celery
 
 from . import errors
 from .llm import LLMClient
-from .routes import chat, embeddings, files, health, models, search
+from .routes import chat, conversations, embeddings, files, health, models, search
 from .state import AppState
 
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(conversations.router)
     app.include_router(files.router)
     app.include_router(search.router)
     app.include_router(embeddings.router)

@@ -69,3 +69,94 @@ async def add_turn(
         await conn.execute(
             "UPDATE conversations SET updated_at = now() WHERE id = %s", (conversation_id,)
         )
+
+
+def _uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+async def list_conversations(
+    conn: psycopg.AsyncConnection, user_id: int, limit: int = 100
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT c.id, c.title, c.created_at, c.updated_at,"
+        " (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+        " FROM conversations c WHERE c.user_id = %s ORDER BY c.updated_at DESC LIMIT %s",
+        (user_id, limit),
+    )
+    return [_summary(*row) for row in await cur.fetchall()]
+
+
+async def get_conversation(
+    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str
+) -> dict[str, Any] | None:
+    """The user's conversation with its messages and citations; None if it is not theirs."""
+    cid = _uuid(conversation_id)
+    if cid is None:
+        return None
+    cur = await conn.execute(
+        "SELECT c.id, c.title, c.created_at, c.updated_at,"
+        " (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
+        " FROM conversations c WHERE c.id = %s AND c.user_id = %s",
+        (cid, user_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    cur = await conn.execute(
+        "SELECT role, content, citations, prompt_tokens, completion_tokens, created_at"
+        " FROM messages WHERE conversation_id = %s ORDER BY id",
+        (cid,),
+    )
+    messages = [
+        {
+            "role": r,
+            "content": c,
+            "sources": cit,
+            "prompt_tokens": p,
+            "completion_tokens": t,
+            "created_at": int(at.timestamp()),
+        }
+        for r, c, cit, p, t, at in await cur.fetchall()
+    ]
+    return {**_summary(*row), "messages": messages}
+
+
+async def rename_conversation(
+    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str, title: str
+) -> bool:
+    cid = _uuid(conversation_id)
+    if cid is None:
+        return False
+    cur = await conn.execute(
+        "UPDATE conversations SET title = %s, updated_at = now() WHERE id = %s AND user_id = %s"
+        " RETURNING id",
+        (title[:200], cid, user_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def delete_conversation(
+    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str
+) -> bool:
+    cid = _uuid(conversation_id)
+    if cid is None:
+        return False
+    cur = await conn.execute(
+        "DELETE FROM conversations WHERE id = %s AND user_id = %s RETURNING id", (cid, user_id)
+    )
+    return await cur.fetchone() is not None
+
+
+def _summary(cid: Any, title: str, created: Any, updated: Any, count: int) -> dict[str, Any]:
+    return {
+        "id": str(cid),
+        "object": "conversation",
+        "title": title,
+        "created_at": int(created.timestamp()),
+        "updated_at": int(updated.timestamp()),
+        "message_count": int(count),
+    }
