@@ -28,6 +28,7 @@ class Turn:
     """Everything decided before the backend is called."""
 
     request: ChatRequest
+    user_id: int
     conversation_id: str
     question: str
     messages: list[dict[str, str]]
@@ -60,7 +61,7 @@ async def prepare_turn(
     question = req.messages[last_user].text().strip()
 
     async with state.pool.connection() as conn:
-        cid, stored = await open_conversation(conn, user.id, conversation_id, question[:80])
+        cid, stored = await open_conversation(conn, user.id, conversation_id)
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]
     else:
@@ -90,7 +91,7 @@ async def prepare_turn(
     except PromptTooLong as exc:
         raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     params = {**req.backend_params(), "max_tokens": max_tokens}
-    return Turn(req, cid, question, messages, passages, params, footer and rag)
+    return Turn(req, user.id, cid, question, messages, passages, params, footer and rag)
 
 
 def _completion(
@@ -167,6 +168,7 @@ async def _store(
         await add_turn(
             conn,
             turn.conversation_id,
+            turn.user_id,
             turn.question,
             answer,
             sources,

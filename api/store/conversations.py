@@ -17,9 +17,10 @@ class Turn:
 
 
 async def open_conversation(
-    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str | None, title: str
+    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str | None
 ) -> tuple[str, list[Turn]]:
-    """Continue the user's conversation `conversation_id` (with its turns) or start a new one.
+    """Continue the user's conversation `conversation_id` (with its turns) or pick an id for a
+    new one, which `add_turn` creates with its first turn (a failed request leaves nothing).
 
     An id that is malformed or belongs to someone else is answered like an unknown one: a new
     conversation, so ids reveal nothing.
@@ -39,24 +40,27 @@ async def open_conversation(
                     (cid,),
                 )
                 return cid, [Turn(*r) for r in await cur.fetchall()]
-    cid = str(uuid.uuid4())
-    await conn.execute(
-        "INSERT INTO conversations (id, user_id, title) VALUES (%s, %s, %s)",
-        (cid, user_id, title[:200]),
-    )
-    return cid, []
+    return str(uuid.uuid4()), []
 
 
 async def add_turn(
     conn: psycopg.AsyncConnection,
     conversation_id: str,
+    user_id: int,
     question: str,
     answer: str,
     citations: list[dict[str, Any]],
     prompt_tokens: int | None,
     completion_tokens: int | None,
 ) -> None:
+    """Store a question and its answer; the first turn creates the conversation, titled after
+    the question. `conversation_id` comes from `open_conversation`, so it is the user's own."""
     async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO conversations (id, user_id, title) VALUES (%s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (conversation_id, user_id, question[:80]),
+        )
         await conn.execute(
             "INSERT INTO messages (conversation_id, role, content) VALUES (%s, 'user', %s)",
             (conversation_id, question),

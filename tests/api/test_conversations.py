@@ -19,16 +19,17 @@ from tests.conftest import free_port
 from tests.factories import HashEmbedder
 
 
-def seed(pg_url: str, user_id: int, title: str, question: str) -> str:
+def seed(pg_url: str, user_id: int, question: str) -> str:
     async def go() -> str:
         pool = async_pool(pg_url, min_size=1, max_size=1)
         await pool.open()
         try:
             async with pool.connection() as conn:
-                cid, _ = await open_conversation(conn, user_id, None, title)
+                cid, _ = await open_conversation(conn, user_id, None)
                 await add_turn(
                     conn,
                     cid,
+                    user_id,
                     question,
                     "An answer [1].",
                     [{"index": 1, "path": "/w/a.md", "snippet": "x"}],
@@ -49,8 +50,8 @@ def two_users(
     ann, bob = accounts.ensure_user(db, "ann"), accounts.ensure_user(db, "bob")
     tokens = [accounts.issue_token(db, u, "test") for u in (ann, bob)]
     db.commit()
-    ann_cid = seed(pg_url, ann.id, "Ann's boiler", "What does E-4471 mean?")
-    bob_cid = seed(pg_url, bob.id, "Bob's garden", "When to water?")
+    ann_cid = seed(pg_url, ann.id, "What does E-4471 mean?")
+    bob_cid = seed(pg_url, bob.id, "When to water?")
     # a closed port: no LLM backend is listening
     settings = get_settings(database_url=pg_url, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
     app = create_app(settings, embedder=HashEmbedder())
@@ -65,7 +66,7 @@ def test_each_user_lists_and_reads_only_their_own(two_users) -> None:  # type: i
     a, b, ann_cid, bob_cid = two_users
     assert [c["id"] for c in a.get("/v1/conversations").json()["data"]] == [ann_cid]
     full = a.get(f"/v1/conversations/{ann_cid}").json()
-    assert full["title"] == "Ann's boiler" and full["message_count"] == 2
+    assert full["title"] == "What does E-4471 mean?" and full["message_count"] == 2
     assert [m["role"] for m in full["messages"]] == ["user", "assistant"]
     assert full["messages"][1]["sources"][0]["path"] == "/w/a.md"
     for method, extra in (("get", {}), ("delete", {}), ("patch", {"json": {"title": "x"}})):
@@ -97,6 +98,7 @@ def test_another_users_conversation_id_starts_a_new_thread(two_users) -> None:  
     )
     assert r.status_code == 503
     assert b.get(f"/v1/conversations/{bob_cid}").json()["message_count"] == 2
+    assert len(a.get("/v1/conversations").json()["data"]) == 1  # the failed turn left nothing
 
 
 @pytest.mark.parametrize("stream", [False, True])
