@@ -11,7 +11,6 @@ pins transformers<4.58, while sentence-transformers 6 needs transformers>=5.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -20,9 +19,9 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from core.filelock import exclusive_file_lock
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def ensure_onnx_model(model_dir: Path, cache_dir: Path, *, int8: bool = False) -
         return target / ONNX_FILE
     source = ensure_onnx_model(model_dir, cache_dir, int8=False) if int8 else None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(cache_dir / ".lock"):
+    with exclusive_file_lock(cache_dir / ".lock"):  # one exporter at a time
         if (target / ONNX_FILE).is_file():  # another process exported it while we waited
             return target / ONNX_FILE
         tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cache_dir))
@@ -85,17 +84,6 @@ def ensure_onnx_model(model_dir: Path, cache_dir: Path, *, int8: bool = False) -
         log.info("exported %s model of %s in %.1f s", variant, model_dir, manifest["seconds"])
         _remove_stale(cache_dir, variant, keep=target)
     return target / ONNX_FILE
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """One exporter at a time per cache folder, across processes."""
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _remove_stale(cache_dir: Path, variant: str, keep: Path) -> None:

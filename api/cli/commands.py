@@ -19,7 +19,7 @@ from core.settings import Settings
 
 from ..store import accounts
 from . import search as search_cli
-from .embedded import database_url, running_redis_url
+from .embedded import command_database_url, running_redis_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -74,15 +74,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_token_revoke)
 
 
-def _db(settings: Settings) -> str:
-    url, handle = database_url(settings)
-    if handle is not None:
-        import atexit
-
-        atexit.register(handle.stop)
-    return url
-
-
 def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] | None:
     """Apply migrations pinned to EMBED_MODEL; None (after saying why) if the index refuses it."""
     try:
@@ -98,7 +89,7 @@ def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] |
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = migrate_index(_db(settings), settings, args.reembed)
+    applied = migrate_index(command_database_url(settings), settings, args.reembed)
     if applied is None:
         return 2
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
@@ -112,7 +103,7 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
 
     setup_logging()
     go_offline()
-    app = create_app(settings.model_copy(update={"database_url": _db(settings)}))
+    app = create_app(settings.model_copy(update={"database_url": command_database_url(settings)}))
     uvicorn.run(app, host=settings.hearth_host, port=settings.hearth_port, log_level="info")
     return 0
 
@@ -131,7 +122,9 @@ def _celery(settings: Settings):
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     go_offline()
-    os.environ["DATABASE_URL"] = _db(settings)  # the task processes read it from Settings
+    os.environ["DATABASE_URL"] = command_database_url(
+        settings
+    )  # the task processes read it from Settings
     app = _celery(settings)
     app.worker_main(
         [
@@ -213,7 +206,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.isolate import ParserProcess
 
     parser = ParserProcess(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
-    with connect(_db(settings)) as conn, Progress() as bar, parser:
+    with connect(command_database_url(settings)) as conn, Progress() as bar, parser:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
             collection, source = _origin(f, settings, args.collection)
@@ -248,7 +241,7 @@ def _origin(path: Path, settings: Settings, collection: str) -> tuple[str, str]:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(_db(settings)) as conn:
+    with connect(command_database_url(settings)) as conn:
         rows = conn.execute(
             "SELECT status, count(*), coalesce(sum(chunk_count), 0) FROM documents"
             " GROUP BY status ORDER BY status"
@@ -288,7 +281,7 @@ def _parse_lifetime(text: str) -> timedelta:
 
 def run_token_create(args: argparse.Namespace, settings: Settings) -> int:
     expires = datetime.now(UTC) + _parse_lifetime(args.expires) if args.expires else None
-    with connect(_db(settings)) as conn:
+    with connect(command_database_url(settings)) as conn:
         user = accounts.ensure_user(conn, args.user, args.role)
         token = accounts.issue_token(conn, user, args.description, expires)
         conn.commit()
@@ -298,7 +291,7 @@ def run_token_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_token_list(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(_db(settings)) as conn:
+    with connect(command_database_url(settings)) as conn:
         tokens = accounts.list_tokens(conn)
     for t in tokens:
         state = (
@@ -312,7 +305,7 @@ def run_token_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(_db(settings)) as conn:
+    with connect(command_database_url(settings)) as conn:
         ok = accounts.revoke_token(conn, args.id)
         conn.commit()
     print("revoked" if ok else f"no active token with id {args.id}")

@@ -111,6 +111,17 @@ def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
     return pg.start(), pg
 
 
+def command_database_url(settings: Settings) -> str:
+    """DATABASE_URL for a short-lived command: the embedded server is attached to (or started)
+    and released when the command exits."""
+    url, handle = database_url(settings)
+    if handle is not None:
+        import atexit
+
+        atexit.register(handle.stop)
+    return url
+
+
 def running_redis_url(settings: Settings) -> str | None:
     """REDIS_URL, or the embedded Redis's URL if `hearth up` has it running."""
     if settings.redis_url:

@@ -8,8 +8,6 @@ leaves no half folder.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
@@ -19,9 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from core.filelock import exclusive_file_lock
 from core.offline import OFFLINE_ENV
 
 log = logging.getLogger(__name__)
@@ -73,7 +71,7 @@ def prepare_model(out_dir: Path, gguf_path: Path | None = None) -> Path:
         raise LLMServerError(f"GGUF model file not found: {gguf}")
     parent = out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(parent / f".{out_dir.name}.lock"):
+    with exclusive_file_lock(parent / f".{out_dir.name}.lock"):
         if is_prepared(out_dir):  # another process finished it while we waited
             return out_dir
         if out_dir.exists():
@@ -110,16 +108,6 @@ def _set_default_modes(folder: Path) -> None:
     folder.chmod(0o755)
     for path in folder.iterdir():
         path.chmod(0o644)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _convert_in_child(gguf: Path, out_dir: Path) -> None:

@@ -11,7 +11,7 @@ from core.offline import go_offline
 from core.settings import Settings
 
 from ..evaluation import cli as evaluation
-from .embedded import database_url
+from .embedded import command_database_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -32,15 +32,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="retrieval quality on a BEIR dataset (nDCG, recall, MRR)")
     evaluation.add_arguments(p)
     p.set_defaults(func=evaluation.run)
-
-
-def _db(settings: Settings) -> str:
-    url, handle = database_url(settings)
-    if handle is not None:
-        import atexit
-
-        atexit.register(handle.stop)
-    return url
 
 
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,7 +62,7 @@ def run_search(args: argparse.Namespace, settings: Settings) -> int:
     embedder = embedder_for(settings)
 
     async def go() -> list:
-        pool = async_pool(_db(settings), min_size=1, max_size=1)
+        pool = async_pool(command_database_url(settings), min_size=1, max_size=1)
         await pool.open()
         try:
             return await search(pool, embedder, settings, req)
