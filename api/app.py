@@ -16,6 +16,7 @@ from core.settings import Settings
 from workers.celery_app import create_celery
 
 from . import errors
+from .limits import BodyLimit
 from .llm import LLMClient
 from .routes import chat, conversations, embeddings, files, health, models, search
 from .state import AppState
@@ -43,15 +44,22 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
             app.state.hearth = AppState(
                 settings=settings, pool=pool, embedder=emb, llm=llm, celery=celery
             )
+            health = asyncio.create_task(llm.run_health_checks(settings.llm_health_interval_s))
             try:
                 yield
             finally:
+                health.cancel()
                 await pool.close()
                 if celery is not None:
                     await asyncio.to_thread(celery.close)
 
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=int(settings.max_request_mb * 2**20),
+        upload_max_bytes=settings.max_file_bytes,
+    )
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(chat.router)

@@ -1,100 +1,162 @@
-"""One chat turn: retrieve, build the grounded prompt, call the LLM, check citations, store."""
+"""One chat turn: open it (model, conversation, history), ground it (rewrite the follow-up,
+retrieve, build the prompt within the context window), answer it, check citations, store it.
+
+`open_turn` is quick and runs before any response byte is sent; `ground` may take a while, so the
+streaming path (api.chat_stream) runs it under keep-alives.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.types import Citation, Passage
 
 from .citations import CitationChecker, attribute, insert_markers, sources_footer
-from .errors import APIError, error_body
+from .errors import APIError
 from .llm import LLMError
-from .prompt import PromptTooLong, build_prompt
-from .routes.models import RAG_MODEL
+from .models import ModelChoice, collections, needs_collections, parse_model
+from .prompt import DEFAULT_SYSTEM_PROMPT, PromptTooLong, build_prompt, plain_prompt
+from .rewrite import rewrite_query
 from .schemas import ChatRequest
-from .search import SearchRequest, run_search
+from .search import SearchFilters, SearchRequest, run_search
 from .state import AppState
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
+from .tokenizer import load_counter
+
+NOT_COVERED = (
+    "I could not find this in your documents, so I will not guess. Try rephrasing the "
+    "question, or check that the documents that answer it are indexed."
+)
 
 
 @dataclass
 class Turn:
-    """Everything decided before the backend is called."""
+    """A request, and once grounded, everything decided before the backend is called."""
 
     request: ChatRequest
     user_id: int
     conversation_id: str
+    choice: ModelChoice
     question: str
-    messages: list[dict[str, str]]
-    passages: list[Passage]
-    params: dict[str, Any]
+    history: list[tuple[str, str]]
+    client_system: str
     footer: bool
+    search_query: str = ""
+    rewritten: str = "none"  # how the search query was made: none, llm, fallback
+    messages: list[dict[str, str]] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    uncovered: bool = False  # nothing relevant was found: answer NOT_COVERED, skip the LLM
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
+    @property
+    def rag(self) -> bool:
+        return self.choice.rag
 
-async def prepare_turn(
+
+async def open_turn(
     state: AppState, user: User, req: ChatRequest, conversation_id: str | None, footer: bool
 ) -> Turn:
-    s = state.settings
     if req.n is not None and req.n > 1:
         raise APIError(400, "only n=1 is supported", param="n", code="unsupported_value")
-    rag = req.model == RAG_MODEL
-    if not rag and req.model != s.llm_model:
-        raise APIError(
-            404,
-            f"The model '{req.model}' does not exist; GET /v1/models lists them.",
-            param="model",
-            code="model_not_found",
-        )
     last_user = next(
         (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None
     )
     if last_user is None or not req.messages[last_user].text().strip():
         raise APIError(400, "messages must contain a user message with text", param="messages")
-    question = req.messages[last_user].text().strip()
-
     async with state.pool.connection() as conn:
+        known = await collections(conn, state.settings) if needs_collections(req.model) else None
+        choice = parse_model(req.model, state.settings, known)
         cid, stored = await open_conversation(conn, user.id, conversation_id)
+    earlier = req.messages[:last_user]
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]
     else:
-        history = [
-            (m.role, m.text()) for m in req.messages[:last_user] if m.role in ("user", "assistant")
-        ]
+        history = [(m.role, m.text()) for m in earlier if m.role in ("user", "assistant")]
+    client_system = "\n\n".join(
+        m.text() for m in req.messages if m.role in ("system", "developer") and m.text().strip()
+    )
+    return Turn(
+        req,
+        user.id,
+        cid,
+        choice,
+        req.messages[last_user].text().strip(),
+        history,
+        client_system,
+        footer and choice.rag,
+    )
 
-    passages: list[Passage] = []
-    if rag:
-        passages = await run_search(
-            state.pool, state.embedder, s, SearchRequest(query=question[:4000])
-        )
-    max_tokens = req.max_completion_tokens or req.max_tokens or s.llm_max_tokens
+
+async def ground(state: AppState, turn: Turn) -> None:
+    """Rewrite, retrieve and build the prompt for `turn` (raises APIError when it cannot fit)."""
+    s = state.settings
+    max_tokens = turn.request.max_completion_tokens or turn.request.max_tokens or s.llm_max_tokens
+    window = state.llm.max_model_len or s.llm_max_model_len
+    counter = load_counter(s.tokenizer_file)
+    turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
     try:
-        if rag:
-            prompt = build_prompt(
-                question,
-                passages,
-                history,
-                context_tokens=s.llm_max_model_len,
+        if not turn.rag:
+            turn.messages = plain_prompt(
+                turn.client_system,
+                turn.history,
+                turn.question,
+                counter=counter,
+                context_tokens=window,
                 max_answer_tokens=max_tokens,
             )
-            messages, passages = prompt.messages, prompt.passages
-        else:
-            messages = [{"role": r, "content": t} for r, t in history]
-            messages.append({"role": "user", "content": question})
+            return
+        turn.search_query, turn.rewritten = turn.question, "none"
+        if s.query_rewrite and turn.history:
+            turn.search_query, turn.rewritten = await rewrite_query(
+                state.llm, turn.history, turn.question
+            )
+        filters = (
+            SearchFilters(collections=[turn.choice.collection]) if turn.choice.collection else None
+        )
+        found = await run_search(
+            state.pool,
+            state.embedder,
+            s,
+            SearchRequest(query=turn.search_query[:4000], filters=filters),
+        )
+        turn.passages = relevant(found, s.relevance_threshold)
+        turn.uncovered = not turn.passages
+        system = s.system_prompt or DEFAULT_SYSTEM_PROMPT
+        if turn.client_system:
+            system += "\n\n" + turn.client_system
+        prompt = build_prompt(
+            turn.question,
+            turn.passages,
+            turn.history,
+            counter=counter,
+            context_tokens=window,
+            max_answer_tokens=max_tokens,
+            system_prompt=system,
+        )
+        turn.messages, turn.passages = prompt.messages, prompt.passages
     except PromptTooLong as exc:
         raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
-    params = {**req.backend_params(), "max_tokens": max_tokens}
-    return Turn(req, user.id, cid, question, messages, passages, params, footer and rag)
 
 
-def _completion(
+def relevant(passages: list[Passage], threshold: float) -> list[Passage]:
+    """The passages worth giving the model. When even the closest one is less similar to the
+    question than `threshold`, the documents do not cover it: none are. Passages the dense leg
+    did not score (found by words alone) are kept."""
+    if threshold <= 0 or not passages:
+        return passages
+    sims = [p.similarity for p in passages if p.similarity is not None]
+    if sims and max(sims) < threshold:
+        return []
+    return [p for p in passages if p.similarity is None or p.similarity >= threshold]
+
+
+def completion(
     turn: Turn,
     text: str,
     finish: str | None,
@@ -109,18 +171,29 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": {"role": "assistant", "content": text, "refusal": None},
                 "finish_reason": finish or "stop",
                 "logprobs": None,
             }
         ],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "sources": sources,
-        "conversation_id": turn.conversation_id,
+        **extras(turn, sources),
     }
 
 
+def extras(turn: Turn, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """Hearth's own fields beside OpenAI's (clients ignore what they do not know)."""
+    out: dict[str, Any] = {"conversation_id": turn.conversation_id}
+    if turn.rag:
+        out["sources"] = sources
+        out["search_query"] = turn.search_query
+    return out
+
+
 async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
+    if turn.uncovered:
+        await store(state, turn, NOT_COVERED, [], None)
+        return completion(turn, NOT_COVERED, "stop", None, [])
     try:
         resp = await state.llm.complete(turn.messages, **turn.params)
     except LLMError as exc:
@@ -128,17 +201,17 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
     choice = (resp.get("choices") or [{}])[0]
     checker = CitationChecker(len(turn.passages))
     answer = checker.check((choice.get("message") or {}).get("content") or "")
-    marks = _attribute_if_uncited(checker, answer, turn.passages)
+    marks = attribute_if_uncited(checker, answer, turn.passages)
     answer = insert_markers(answer, marks)
     citations = checker.citations(turn.passages)
-    sources = _sources(citations, attributed=bool(marks))
+    sources = source_list(citations, attributed=bool(marks))
     usage = resp.get("usage")
-    await _store(state, turn, answer, sources, usage)
+    await store(state, turn, answer, sources, usage)
     text = answer + (sources_footer(citations) if turn.footer else "")
-    return _completion(turn, text, choice.get("finish_reason"), usage, sources)
+    return completion(turn, text, choice.get("finish_reason"), usage, sources)
 
 
-def _attribute_if_uncited(
+def attribute_if_uncited(
     checker: CitationChecker, answer: str, passages: list[Passage]
 ) -> list[tuple[int, int]]:
     """When the model cited nothing (small models often don't), cite the passages that support
@@ -150,13 +223,13 @@ def _attribute_if_uncited(
     return marks
 
 
-def _sources(citations: list[Citation], *, attributed: bool) -> list[dict[str, Any]]:
+def source_list(citations: list[Citation], *, attributed: bool) -> list[dict[str, Any]]:
     return [
         {**c.as_source(), "cited_by": "attribution" if attributed else "model"} for c in citations
     ]
 
 
-async def _store(
+async def store(
     state: AppState,
     turn: Turn,
     answer: str,
@@ -175,87 +248,3 @@ async def _store(
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
         )
-
-
-def _sse(obj: dict[str, Any] | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
-
-
-async def open_stream(state: AppState, turn: Turn) -> AsyncIterator[str]:
-    """Start the backend stream now (so a dead backend is a JSON error with the right status),
-    and return the SSE body that relays it with citations checked on the fly."""
-    upstream = state.llm.stream(turn.messages, **turn.params)
-    try:
-        first = await anext(upstream)
-    except StopAsyncIteration:
-        first = None
-    except LLMError as exc:
-        raise APIError(exc.status, exc.message, code=exc.code) from exc
-    return _relay(state, turn, first, upstream)
-
-
-async def _relay(
-    state: AppState,
-    turn: Turn,
-    first: dict[str, Any] | None,
-    upstream: AsyncIterator[dict[str, Any]],
-) -> AsyncIterator[str]:
-    checker = CitationChecker(len(turn.passages))
-    base = {
-        "id": turn.id,
-        "object": "chat.completion.chunk",
-        "created": turn.created,
-        "model": turn.request.model,
-    }
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        return _sse(
-            {
-                **base,
-                "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-                ],
-                **extra,
-            }
-        )
-
-    parts: list[str] = []
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    yield chunk({"role": "assistant", "content": ""})
-
-    async def pieces() -> AsyncIterator[dict[str, Any]]:
-        if first is not None:
-            yield first
-        async for item in upstream:
-            yield item
-
-    try:
-        async for item in pieces():
-            usage = item.get("usage") or usage
-            for choice in item.get("choices") or []:
-                finish = choice.get("finish_reason") or finish
-                text = checker.feed((choice.get("delta") or {}).get("content") or "")
-                if text:
-                    parts.append(text)
-                    yield chunk({"content": text})
-    except LLMError as exc:
-        yield _sse(error_body(exc.status, exc.message, code=exc.code))
-        yield _sse("[DONE]")
-        return
-    tail = checker.finish()
-    marks = _attribute_if_uncited(checker, "".join(parts) + tail, turn.passages)
-    if marks:  # the text is already sent: the markers go at its end
-        tail += " " + "".join(f"[{n}]" for n in dict.fromkeys(n for _, n in marks))
-    parts.append(tail)
-    citations = checker.citations(turn.passages)
-    sources = _sources(citations, attributed=bool(marks))
-    footer = sources_footer(citations) if turn.footer else ""
-    if tail + footer:
-        yield chunk({"content": tail + footer})
-    yield chunk({}, finish or "stop", sources=sources, conversation_id=turn.conversation_id)
-    include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
-    if include_usage:
-        yield _sse({**base, "choices": [], "usage": usage or {}})
-    yield _sse("[DONE]")
-    await _store(state, turn, "".join(parts), sources, usage)

@@ -11,17 +11,14 @@ from dataclasses import dataclass
 
 from core.types import Passage
 
+from .tokenizer import MESSAGE_OVERHEAD, REPLY_OVERHEAD, TokenCounter
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are Hearth, an assistant that answers questions from the user's own documents. "
     "Use only the numbered passages below. After each fact you use, cite its passage number in "
     "square brackets, like [1]. If the passages do not contain the answer, say that the "
     "documents do not cover it. Never invent facts or passage numbers."
 )
-
-
-def estimate_tokens(text: str) -> int:
-    """A conservative token estimate (about 3 characters a token) when no tokenizer is at hand."""
-    return len(text) // 3 + 4
 
 
 def format_passage(i: int, p: Passage) -> str:
@@ -31,6 +28,10 @@ def format_passage(i: int, p: Passage) -> str:
     if p.heading_path:
         where.append(" > ".join(p.heading_path))
     return f"[{i}] ({', '.join(where)})\n{p.text.strip()}"
+
+
+_PASSAGES_HEADER = "\n\nPassages:\n\n"
+_NO_PASSAGES = "\n\nPassages: (none were found for this question)"
 
 
 class PromptTooLong(ValueError):
@@ -49,6 +50,7 @@ def build_prompt(
     passages: Sequence[Passage],
     history: Sequence[tuple[str, str]],
     *,
+    counter: TokenCounter,
     context_tokens: int,
     max_answer_tokens: int,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -58,41 +60,69 @@ def build_prompt(
     Oldest history goes first, but the last exchange is kept (follow-ups need it) until only the
     best passage is left; then the rest of the history, then that passage.
     """
-    kept = list(passages)
-    turns = list(history)
-    budget = context_tokens - max_answer_tokens - 16
+    budget = context_tokens - max_answer_tokens
+    blocks = [format_passage(i, p) for i, p in enumerate(passages, 1)]
+    # a passage's cost does not depend on what else is kept: count each once
+    block_cost = [counter.count(b) + 2 for b in blocks]
+    turn_cost = [counter.count(t) + MESSAGE_OVERHEAD for _, t in history]
+    fixed = (
+        REPLY_OVERHEAD
+        + 2 * MESSAGE_OVERHEAD
+        + counter.count(system_prompt + _PASSAGES_HEADER + _NO_PASSAGES)
+        + counter.count(question)
+    )
+    n_passages, first_turn = len(blocks), 0
 
     def size() -> int:
-        body = system_prompt + "".join(format_passage(i, p) for i, p in enumerate(kept, 1))
-        return (
-            estimate_tokens(body)
-            + estimate_tokens(question)
-            + sum(estimate_tokens(t) for _, t in turns)
-            + 8 * (len(turns) + 2)
-        )
+        return fixed + sum(block_cost[:n_passages]) + sum(turn_cost[first_turn:])
 
-    dropped = 0
     # oldest history first (down to the last exchange), then the lowest-ranked passages (down to
     # the best one), then the rest of the history, then the last passage
     for keep_turns, keep_passages in ((2, 1), (0, 1), (0, 0)):
-        while size() > budget and len(turns) > keep_turns:
-            turns.pop(0)
-            dropped += 1
-        while size() > budget and len(kept) > keep_passages:
-            kept.pop()
+        while size() > budget and len(history) - first_turn > keep_turns:
+            first_turn += 1
+        while size() > budget and n_passages > keep_passages:
+            n_passages -= 1
     if size() > budget:
         raise PromptTooLong(
             f"the question is too long for the model's context window ({context_tokens} tokens, "
-            f"{max_answer_tokens} of them kept for the answer)"
+            f"{max_answer_tokens} of them kept for the answer); shorten it or lower max_tokens"
         )
     system = system_prompt
-    if kept:
-        system += "\n\nPassages:\n\n" + "\n\n".join(
-            format_passage(i, p) for i, p in enumerate(kept, 1)
-        )
+    if n_passages:
+        system += _PASSAGES_HEADER + "\n\n".join(blocks[:n_passages])
     else:
-        system += "\n\nPassages: (none were found for this question)"
+        system += _NO_PASSAGES
     messages = [{"role": "system", "content": system}]
-    messages += [{"role": r, "content": t} for r, t in turns]
+    messages += [{"role": r, "content": t} for r, t in history[first_turn:]]
     messages.append({"role": "user", "content": question})
-    return Prompt(messages, kept, dropped)
+    return Prompt(messages, list(passages[:n_passages]), first_turn)
+
+
+def plain_prompt(
+    system: str,
+    history: Sequence[tuple[str, str]],
+    question: str,
+    *,
+    counter: TokenCounter,
+    context_tokens: int,
+    max_answer_tokens: int,
+) -> list[dict[str, str]]:
+    """Plain chat (no retrieval): the client's own messages, oldest turns dropped to fit."""
+    head = [{"role": "system", "content": system}] if system else []
+    tail = [{"role": "user", "content": question}]
+    budget = context_tokens - max_answer_tokens
+    turns = [{"role": r, "content": t} for r, t in history]
+    costs = [counter.count(t) + MESSAGE_OVERHEAD for _, t in history]
+    used = counter.messages(head + tail) + sum(costs)
+    first = 0
+    while used > budget and first < len(turns):
+        used -= costs[first]
+        first += 1
+    if used > budget:
+        raise PromptTooLong(
+            f"the messages are too long for the model's context window ({context_tokens} "
+            f"tokens, {max_answer_tokens} of them kept for the answer); shorten them or lower "
+            "max_tokens"
+        )
+    return head + turns[first:] + tail

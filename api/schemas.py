@@ -47,6 +47,8 @@ class ChatRequest(BaseModel):
     user: str | None = None
     response_format: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    # Hearth's own: False leaves the readable "Sources" list out of the answer text
+    sources_footer: bool | None = None
 
     def backend_params(self) -> dict[str, Any]:
         """Sampling parameters passed through to the backend as given."""

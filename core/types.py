@@ -55,6 +55,8 @@ class Passage:
     char_end: int
     score: float
     collection: str = "default"
+    # cosine similarity of the query and the chunk, when the dense leg found it
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)

@@ -134,4 +134,5 @@ async def search(
         merge_adjacent=params.merge_adjacent,
         dedup_threshold=params.dedup_threshold,
     )
-    return refine([(replace(c.passage, score=s), c.ordinal) for c, s in ranked], refine_opts)
+    scored = [(replace(c.passage, score=s, similarity=c.dense_score), c.ordinal) for c, s in ranked]
+    return refine(scored, refine_opts)

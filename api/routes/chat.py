@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from .. import chat
+from .. import chat, chat_stream
 from ..auth import CurrentUser
 from ..schemas import ChatRequest
 from ..state import State
 
 router = APIRouter(prefix="/v1")
+
+_OFF = ("off", "0", "false", "no")
 
 
 @router.post("/chat/completions", response_model=None)
@@ -24,14 +26,14 @@ async def chat_completions(
     x_hearth_footer: str | None = Header(default=None),
 ) -> Any:
     conversation_id = x_conversation_id or (body.metadata or {}).get("conversation_id")
-    footer = (x_hearth_footer or "on").lower() not in ("off", "0", "false", "no")
-    turn = await chat.prepare_turn(state, user, body, conversation_id, footer)
+    footer = state.settings.sources_footer
+    if body.sources_footer is not None:
+        footer = body.sources_footer
+    if x_hearth_footer is not None:
+        footer = x_hearth_footer.strip().lower() not in _OFF
+    turn = await chat.open_turn(state, user, body, conversation_id, footer)
     headers = {"X-Conversation-Id": turn.conversation_id}
     if body.stream:
-        body_iter = await chat.open_stream(state, turn)
-        return StreamingResponse(
-            body_iter,
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await chat_stream.respond(state, turn, headers)
+    await chat.ground(state, turn)
     return JSONResponse(await chat.complete(state, turn), headers=headers)

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import CurrentUser
 from ..errors import APIError
+from ..models import RAG_MODEL
 from ..state import State
-from .models import RAG_MODEL
 
 router = APIRouter(prefix="/v1")
 MAX_INPUTS = 2048  # OpenAI's limit per request

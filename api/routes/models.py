@@ -1,4 +1,5 @@
-"""GET /v1/models: `hearth` (answers from your documents) and the backend model (plain chat)."""
+"""GET /v1/models: `hearth`, `hearth:<collection>` for each collection (answers from your
+documents) and the backend's model (plain chat), each with the context window it has."""
 
 from __future__ import annotations
 
@@ -7,23 +8,35 @@ import time
 from fastapi import APIRouter
 
 from ..auth import CurrentUser
+from ..errors import APIError
+from ..models import RAG_MODEL, collections, model_card
 from ..state import State
 
 router = APIRouter(prefix="/v1")
 
-RAG_MODEL = "hearth"
 _CREATED = int(time.time())
 
 
 @router.get("/models")
 async def list_models(state: State, user: CurrentUser) -> dict[str, object]:
-    data = [
-        {"id": RAG_MODEL, "object": "model", "created": _CREATED, "owned_by": "hearth"},
-        {
-            "id": state.settings.llm_model,
-            "object": "model",
-            "created": _CREATED,
-            "owned_by": "backend",
-        },
+    window = state.llm.max_model_len or state.settings.llm_max_model_len
+    async with state.pool.connection() as conn:
+        names = await collections(conn, state.settings)
+    data = [model_card(RAG_MODEL, "hearth", _CREATED, max_model_len=window)]
+    data += [
+        model_card(f"{RAG_MODEL}:{name}", "hearth", _CREATED, max_model_len=window)
+        for name in names
     ]
+    data.append(model_card(state.settings.llm_model, "backend", _CREATED, max_model_len=window))
     return {"object": "list", "data": data}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, state: State, user: CurrentUser) -> dict[str, object]:
+    listed = await list_models(state, user)
+    for card in listed["data"]:  # type: ignore[attr-defined]
+        if card["id"] == model_id:
+            return dict(card)
+    raise APIError(
+        404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+    )

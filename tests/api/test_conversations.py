@@ -106,7 +106,11 @@ def test_backend_down_is_503_json(two_users, stream: bool) -> None:  # type: ign
     a, *_ = two_users
     r = a.post(
         "/v1/chat/completions",
-        json={"model": "hearth", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "smollm2",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
     )
     assert r.status_code == 503
     assert r.headers["content-type"].startswith("application/json")

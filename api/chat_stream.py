@@ -1,0 +1,167 @@
+"""The streaming side of a chat turn: Server-Sent Events in OpenAI's `chat.completion.chunk`
+shape, relayed token by token with citations checked on the fly.
+
+Grounding and the backend's first token are awaited for up to STREAM_KEEPALIVE_S before the
+response starts, so the usual failures (backend down, prompt too long) are JSON errors with the
+right status. When they take longer, the stream starts with SSE comments as keep-alives (proxies
+and clients would otherwise time out), and a later failure is an error event before `[DONE]`.
+A client that goes away closes the backend stream, which makes vLLM abort the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from .chat import (
+    NOT_COVERED,
+    Turn,
+    attribute_if_uncited,
+    extras,
+    ground,
+    source_list,
+    store,
+)
+from .citations import CitationChecker, sources_footer
+from .errors import APIError, error_body
+from .llm import LLMError
+from .state import AppState
+
+KEEPALIVE = ": keep-alive\n\n"
+Upstream = AsyncIterator[dict[str, Any]]
+Started = tuple[dict[str, Any] | None, Upstream | None]
+
+
+def sse(obj: dict[str, Any] | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
+
+
+async def _start(state: AppState, turn: Turn) -> Started:
+    """Ground the turn and open the backend stream up to its first chunk."""
+    await ground(state, turn)
+    if turn.uncovered:
+        return None, None
+    upstream = state.llm.stream(turn.messages, **turn.params)
+    try:
+        return await anext(upstream), upstream
+    except StopAsyncIteration:
+        return None, upstream
+    except LLMError as exc:
+        raise APIError(exc.status, exc.message, code=exc.code) from exc
+
+
+async def respond(state: AppState, turn: Turn, headers: dict[str, str]) -> StreamingResponse:
+    task = asyncio.create_task(_start(state, turn))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), state.settings.stream_keepalive_s)
+    if task.done():
+        first, upstream = task.result()  # an APIError here is a JSON error response
+        body = _relay(state, turn, first, upstream)
+    else:
+        body = _after_keepalives(state, turn, task)
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _after_keepalives(
+    state: AppState, turn: Turn, task: asyncio.Task[Started]
+) -> AsyncIterator[str]:
+    try:
+        while not task.done():
+            yield KEEPALIVE
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), state.settings.stream_keepalive_s)
+        try:
+            first, upstream = task.result()
+        except APIError as exc:
+            yield sse(error_body(exc.status, exc.message, exc.param, exc.code))
+            yield sse("[DONE]")
+            return
+        async for piece in _relay(state, turn, first, upstream):
+            yield piece
+    finally:
+        if not task.done():  # the client went away while the turn was being grounded
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, APIError, LLMError):
+                await task
+            if not task.cancelled() and task.exception() is None:
+                _, upstream = task.result()
+                if upstream is not None:
+                    await upstream.aclose()  # type: ignore[attr-defined]
+
+
+async def _relay(
+    state: AppState, turn: Turn, first: dict[str, Any] | None, upstream: Upstream | None
+) -> AsyncIterator[str]:
+    base = {
+        "id": turn.id,
+        "object": "chat.completion.chunk",
+        "created": turn.created,
+        "model": turn.request.model,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return sse({**base, "choices": [choice], **extra})
+
+    checker = CitationChecker(len(turn.passages))
+    parts: list[str] = []
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        if upstream is None:  # nothing relevant was found: say so, without the model
+            parts.append(NOT_COVERED)
+            yield chunk({"content": NOT_COVERED})
+        else:
+            pending = [first] if first is not None else []
+            async for item in _chain(pending, upstream):
+                usage = item.get("usage") or usage
+                for choice in item.get("choices") or []:
+                    finish = choice.get("finish_reason") or finish
+                    text = checker.feed((choice.get("delta") or {}).get("content") or "")
+                    if text:
+                        parts.append(text)
+                        yield chunk({"content": text})
+    except LLMError as exc:
+        yield sse(error_body(exc.status, exc.message, code=exc.code))
+        yield sse("[DONE]")
+        return
+    finally:
+        if upstream is not None:
+            await upstream.aclose()  # type: ignore[attr-defined]
+    tail = checker.finish()
+    marks = attribute_if_uncited(checker, "".join(parts) + tail, turn.passages)
+    if marks:  # the text is already sent: the markers go at its end
+        tail += " " + "".join(f"[{n}]" for n in dict.fromkeys(n for _, n in marks))
+    parts.append(tail)
+    citations = checker.citations(turn.passages)
+    sources = source_list(citations, attributed=bool(marks))
+    footer = sources_footer(citations) if turn.footer else ""
+    if tail + footer:
+        yield chunk({"content": tail + footer})
+    yield chunk({}, finish or "stop", **extras(turn, sources))
+    options = turn.request.stream_options
+    if options and options.include_usage:
+        yield sse({**base, "choices": [], "usage": usage or _zero_usage()})
+    yield sse("[DONE]")
+    await store(state, turn, "".join(parts), sources, usage)
+
+
+def _zero_usage() -> dict[str, int]:
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+async def _chain(pending: list[dict[str, Any]], upstream: Upstream) -> Upstream:
+    for item in pending:
+        yield item
+    async for item in upstream:
+        yield item

@@ -1,0 +1,53 @@
+"""Counting prompt tokens the way the served model does, so a request always fits its window.
+
+With the model's `tokenizer.json` (the local model's, or LLM_TOKENIZER) counts are exact; for a
+remote backend whose tokenizer Hearth does not have, a conservative estimate (3 characters a
+token, where English averages about 4) keeps requests inside the window at the cost of fewer
+passages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+# what a chat template adds around each message (`<|im_start|>role\n … <|im_end|>\n`, or the
+# Llama/Mistral equivalents): generous, so an unknown template still fits
+MESSAGE_OVERHEAD = 8
+# the assistant header the template appends for generation, plus slack for templates that add
+# a default system line
+REPLY_OVERHEAD = 24
+
+
+class TokenCounter:
+    """`count(text)` in the served model's tokens; `exact` says whether it is the real tokenizer."""
+
+    def __init__(self, tokenizer: Tokenizer | None = None) -> None:
+        self._tok = tokenizer
+        self.exact = tokenizer is not None
+
+    def count(self, text: str) -> int:
+        if self._tok is None:
+            return len(text) // 3 + 1
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def messages(self, messages: Sequence[dict[str, str]]) -> int:
+        """Tokens a chat request of `messages` takes before the answer starts."""
+        return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + self.count(m["content"]) for m in messages)
+
+
+@lru_cache(maxsize=4)
+def load_counter(tokenizer_file: Path | None) -> TokenCounter:
+    if tokenizer_file is None:
+        return TokenCounter()
+    try:
+        return TokenCounter(Tokenizer.from_file(str(tokenizer_file)))
+    except Exception as exc:  # a broken file must not stop chat: fall back to the estimate
+        log.warning("cannot load %s (%s); estimating token counts", tokenizer_file, exc)
+        return TokenCounter()

@@ -1,0 +1,128 @@
+"""Schemathesis against the app's own OpenAPI document, served for real (uvicorn, PostgreSQL, a
+scripted LLM backend): generated requests, valid and not, never get a 500, and every error is
+OpenAI-shaped JSON. Without a token, every /v1 route answers 401 and nothing else."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from api.app import create_app
+from api.cli.embedded import EmbeddedRedis
+from api.store import accounts
+from core.db import connect
+from core.settings import get_settings
+from retrieval import index
+from tests.conftest import free_port
+from tests.factories import HashEmbedder, make_document
+from tests.mock_llm import MockLLM, serve
+
+EMB = HashEmbedder()
+FUZZ = settings(
+    max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+
+@pytest.fixture(scope="module")
+def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("TRUNCATE documents, users RESTART IDENTITY CASCADE")
+    with connect(pg_url) as db:
+        doc = make_document("/w/boiler.md", ["The boiler error code E-4471 means low pressure."])
+        index.replace_chunks(db, doc, EMB.embed([c.embed_text for c in doc.chunks]))
+        token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"), "fuzz")
+        db.commit()
+    redis = EmbeddedRedis(tmp_path_factory.mktemp("redis"))  # uploads queue ingestion tasks
+    data = tmp_path_factory.mktemp("data")
+    with serve(MockLLM()) as mock:
+        s = get_settings(
+            database_url=pg_url,
+            redis_url=redis.start(),
+            hearth_data_dir=data,
+            llm_base_url=mock.url,
+            llm_model="mock",
+        )
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(s, embedder=EMB), port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}", token
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            redis.stop()
+
+
+def operations(base: str) -> list[Any]:
+    loaded = schemathesis.openapi.from_url(base + "/openapi.json")
+    ops = [r.ok() for r in loaded.get_all_operations()]
+    return [op for op in ops if op.path.startswith("/v1/")]
+
+
+BOTH = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+
+
+def fuzz(base: str, check: Callable[[Any], None], modes: tuple[GenerationMode, ...] = BOTH) -> int:
+    """Run `check` on generated cases of every /v1 operation, valid ones and invalid ones."""
+    ops = operations(base)
+    for op in ops:
+        for mode in modes:
+
+            @FUZZ
+            @given(case=op.as_strategy(generation_mode=mode))
+            def run(case: Any) -> None:
+                check(case)
+
+            try:
+                run()
+            except Unsatisfiable:
+                # no parameter or body that a schema can rule out (none, or free strings)
+                assert mode is GenerationMode.NEGATIVE
+    return len(ops)
+
+
+def assert_openai_error(response: Any) -> None:
+    assert response.headers["content-type"][0].startswith("application/json"), response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert {"type", "param", "code"} <= set(error)
+
+
+def test_no_request_gets_a_server_error(server: tuple[str, str]) -> None:
+    base, token = server
+
+    def check(case: Any) -> None:
+        response = case.call(base_url=base, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code < 500, (case.method, case.path, response.text)
+        if response.status_code >= 400:
+            assert_openai_error(response)
+
+    assert fuzz(base, check) >= 10  # chat, models, files, search, embeddings, conversations…
+
+
+def test_without_a_token_every_route_is_401(server: tuple[str, str]) -> None:
+    base, _ = server
+
+    def check(case: Any) -> None:
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        case.headers = headers
+        response = case.call(base_url=base)
+        assert response.status_code == 401, (case.method, case.path, response.text)
+        assert_openai_error(response)
+
+    fuzz(base, check, (GenerationMode.POSITIVE,))

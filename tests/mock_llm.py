@@ -1,0 +1,116 @@
+"""A scripted OpenAI-compatible backend on a real socket, for tests of the LLM client's edges
+(round-robin, health, disconnects, rewrite prompts) that the real CPU model cannot stage on demand.
+
+Every request is recorded; `reply` decides the answer text; a stream sends one word per
+`delay_s`, and `cancelled` counts streams whose client went away before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.conftest import free_port
+
+
+@dataclass
+class MockLLM:
+    model: str = "mock"
+    max_model_len: int = 2048
+    delay_s: float = 0.0
+    status: int = 200  # anything else: every chat request fails with it
+    error: str = "backend says no"
+    reply: Callable[[list[dict[str, Any]]], str] = lambda messages: "A plain answer."
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: int = 0
+    finished: int = 0
+    url: str = ""
+
+    def app(self) -> Starlette:
+        async def models(_: Request) -> Response:
+            if self.status in (502, 503):
+                return JSONResponse({"error": {"message": "down"}}, status_code=self.status)
+            card = {"id": self.model, "object": "model", "max_model_len": self.max_model_len}
+            return JSONResponse({"object": "list", "data": [card]})
+
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(body)
+            if self.status != 200:
+                err = {"message": self.error, "type": "x", "param": None, "code": None}
+                return JSONResponse({"error": err}, status_code=self.status)
+            text = self.reply(body["messages"])
+            if body.get("stream"):
+                return StreamingResponse(self._stream(text), media_type="text/event-stream")
+            usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+            return JSONResponse(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+
+        return Starlette(
+            routes=[
+                Route("/v1/models", models),
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+            ]
+        )
+
+    async def _stream(self, text: str) -> AsyncIterator[str]:
+        try:
+            for word in text.split(" "):
+                await asyncio.sleep(self.delay_s)
+                delta = {"content": word + " "}
+                piece = {"object": "chat.completion.chunk", "choices": [{"delta": delta}]}
+                yield f"data: {json.dumps(piece)}\n\n"
+            yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
+            yield "data: [DONE]\n\n"
+            self.finished += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
+
+@contextmanager
+def serve(mock: MockLLM) -> Iterator[MockLLM]:
+    """Run `mock` with uvicorn on a free port in a thread; `mock.url` is its /v1 base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(mock.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the mock LLM did not start")
+        time.sleep(0.02)
+    mock.url = f"http://127.0.0.1:{port}/v1"
+    try:
+        yield mock
+    finally:
+        server.should_exit = True
+        thread.join(10)
