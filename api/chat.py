@@ -17,12 +17,13 @@ from core.types import Citation, Passage
 from .citations import CitationChecker, attribute, insert_markers, sources_footer
 from .errors import APIError
 from .llm import LLMError
-from .models import ModelChoice, collections, needs_collections, parse_model
+from .models import ModelChoice, parse_model
 from .prompt import DEFAULT_SYSTEM_PROMPT, PromptTooLong, build_prompt, plain_prompt
 from .rewrite import rewrite_query
 from .schemas import ChatRequest
 from .search import SearchFilters, SearchRequest, run_search
 from .state import AppState
+from .store import access
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
 from .tokenizer import load_counter
@@ -45,12 +46,14 @@ class Turn:
     history: list[tuple[str, str]]
     client_system: str
     footer: bool
+    readable: tuple[str, ...]  # the collections this user may read, as of this request
     search_query: str = ""
     rewritten: str = "none"  # how the search query was made: none, llm, fallback
     messages: list[dict[str, str]] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     uncovered: bool = False  # nothing relevant was found: answer NOT_COVERED, skip the LLM
+    log: dict[str, Any] = field(default_factory=dict)  # this request's request-log entry
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -70,8 +73,8 @@ async def open_turn(
     if last_user is None or not req.messages[last_user].text().strip():
         raise APIError(400, "messages must contain a user message with text", param="messages")
     async with state.pool.connection() as conn:
-        known = await collections(conn, state.settings) if needs_collections(req.model) else None
-        choice = parse_model(req.model, state.settings, known)
+        readable = await access.readable(conn, user)
+        choice = parse_model(req.model, state.settings, list(readable))
         cid, stored = await open_conversation(conn, user.id, conversation_id)
     earlier = req.messages[:last_user]
     if stored:
@@ -90,6 +93,7 @@ async def open_turn(
         history,
         client_system,
         footer and choice.rag,
+        readable,
     )
 
 
@@ -124,6 +128,7 @@ async def ground(state: AppState, turn: Turn) -> None:
             state.embedder,
             s,
             SearchRequest(query=turn.search_query[:4000], filters=filters),
+            readable=turn.readable,
         )
         turn.passages = relevant(found, s.relevance_threshold)
         turn.uncovered = not turn.passages
@@ -237,6 +242,12 @@ async def store(
     usage: dict[str, Any] | None,
 ) -> None:
     usage = usage or {}
+    turn.log.update(
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        prompt=turn.question,
+        answer=answer,
+    )
     async with state.pool.connection() as conn:
         await add_turn(
             conn,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
-
 from core.settings import Settings
 
 from .errors import APIError
@@ -21,23 +19,14 @@ class ModelChoice:
     collection: str | None = None  # None: every collection the caller may read
 
 
-async def collections(conn: psycopg.AsyncConnection, settings: Settings) -> list[str]:
-    """Collections that exist: those of watched folders and those holding documents."""
-    cur = await conn.execute(
-        "SELECT DISTINCT collection FROM documents WHERE status <> 'deleted' ORDER BY 1"
-    )
-    found = {r[0] for r in await cur.fetchall()}
-    return sorted(found | {root.collection for root in settings.watch_roots})
-
-
-def parse_model(model: str, settings: Settings, known: list[str] | None) -> ModelChoice:
-    """What `model` asks for; 404 for an id that names nothing. `known` (the collections the
-    caller can see) is only needed for `hearth:<collection>`."""
+def parse_model(model: str, settings: Settings, known: list[str]) -> ModelChoice:
+    """What `model` asks for; 404 for an id that names nothing, or a collection the caller may
+    not read (`known`), which is told apart from a missing one by nobody."""
     if model == RAG_MODEL:
         return ModelChoice(rag=True)
     if model == settings.llm_model:
         return ModelChoice(rag=False)
-    if model.startswith(_PREFIX) and known is not None and model[len(_PREFIX) :] in known:
+    if model.startswith(_PREFIX) and model[len(_PREFIX) :] in known:
         return ModelChoice(rag=True, collection=model[len(_PREFIX) :])
     raise APIError(
         404,
@@ -49,7 +38,3 @@ def parse_model(model: str, settings: Settings, known: list[str] | None) -> Mode
 
 def model_card(model_id: str, owned_by: str, created: int, **extra: object) -> dict[str, object]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by, **extra}
-
-
-def needs_collections(model: str) -> bool:
-    return model.startswith(_PREFIX)

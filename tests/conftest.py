@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import httpx
 import psycopg
 import pytest
 
@@ -16,6 +18,9 @@ from core.migrate import migrate
 from core.offline import go_offline
 
 from .factories import HashEmbedder
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
 
 HEARTH_ENV_VARS = (
     "HEARTH_ENV",
@@ -92,3 +97,26 @@ def free_port() -> int:
 @pytest.fixture
 def env_without_hearth() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
+
+
+# --- the real stack (`hearth up`), one per test session, shared by tests/e2e and tests/ui -------
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def stack(stack_dir: Path) -> Iterator[Stack]:
+    from tests.e2e.stack import start_stack
+
+    s = start_stack(stack_dir / "data", stack_dir / "hearth-up.log")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def client_http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api, timeout=300) as c:
+        yield c

@@ -11,6 +11,7 @@ INTERACTIVE_QUEUE = "interactive"  # a person is waiting: uploads, `hearth inges
 TASK_INGEST = "hearth.ingest_file"
 TASK_MOVE = "hearth.move_file"
 TASK_RESCAN = "hearth.rescan"
+TASK_PRUNE_LOG = "hearth.prune_request_log"
 
 
 def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
@@ -35,7 +36,8 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
             "rescan": {
                 "task": TASK_RESCAN,
                 "schedule": settings.rescan_interval_hours * 3600.0,
-            }
+            },
+            "prune-request-log": {"task": TASK_PRUNE_LOG, "schedule": 3600.0},
         },
     )
     return app

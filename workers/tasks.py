@@ -19,7 +19,7 @@ from ingest.isolate import ParserProcess
 from ingest.pipeline import IngestOptions, ingest_path, move_path
 from ingest.sync import reconcile, root_for
 
-from .celery_app import TASK_INGEST, TASK_MOVE, TASK_RESCAN
+from .celery_app import TASK_INGEST, TASK_MOVE, TASK_PRUNE_LOG, TASK_RESCAN
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,20 @@ def move_file(src: str, dest: str, collection: str | None = None) -> dict[str, A
     ctx = context()
     opts = ctx.options(Path(dest), collection, "watch")
     return move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts, ctx.parser.parse).__dict__
+
+
+@_retrying(TASK_PRUNE_LOG)
+def prune_request_log() -> int:
+    """Delete request-log rows older than REQUEST_LOG_DAYS (0 keeps them)."""
+    ctx = context()
+    days = ctx.settings.request_log_days
+    if not days:
+        return 0
+    cur = ctx.conn.execute(
+        "DELETE FROM request_log WHERE at < now() - make_interval(days => %s)", (days,)
+    )
+    ctx.conn.commit()
+    return cur.rowcount
 
 
 @_retrying(TASK_RESCAN)

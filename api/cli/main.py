@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from core.settings import SettingsError, get_settings
 
-from . import commands, docs, llm, up
+from . import access, commands, docs, llm, up
 
-MODULES = (up, llm, commands, docs)
+MODULES = (up, llm, commands, docs, access)
 
 
 def build_parser() -> argparse.ArgumentParser:

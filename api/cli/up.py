@@ -167,6 +167,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
 def _banner(settings: Settings, api: str, token: str | None) -> None:
     lines = [
         "Hearth is up.",
+        f"  Chat UI:                 {api}/",
         f"  API (OpenAI-compatible): {api}/v1",
         f"  Watched folder:          {Path(settings.watch_dir).resolve()}",
         f"  Data:                    {Path(settings.hearth_data_dir).resolve()}",

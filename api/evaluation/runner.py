@@ -87,9 +87,13 @@ def api_latency(
     from ..store import accounts
 
     with connect(url) as conn:
-        token = accounts.issue_token(conn, accounts.ensure_user(conn, "eval"), "hearth eval")
+        # an admin reads the benchmark's (ownerless) collection
+        user = accounts.ensure_user(conn, "eval", "admin")
+        token = accounts.issue_token(conn, user, "hearth eval")
         conn.commit()
-    app = create_app(settings.model_copy(update={"database_url": url}), embedder=embedder)
+    # a latency benchmark, not a client to throttle
+    unthrottled = {"database_url": url, "rate_limit_rps": 0}
+    app = create_app(settings.model_copy(update=unthrottled), embedder=embedder)
     times: list[float] = []
     with TestClient(app) as client:
         headers = {"Authorization": f"Bearer {token}"}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from .. import chat, chat_stream
-from ..auth import CurrentUser
+from ..auth import CurrentUser, limit_key
+from ..errors import APIError
 from ..schemas import ChatRequest
-from ..state import State
+from ..state import AppState, State
 
 router = APIRouter(prefix="/v1")
 
@@ -19,6 +21,7 @@ _OFF = ("off", "0", "false", "no")
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
+    request: Request,
     body: ChatRequest,
     state: State,
     user: CurrentUser,
@@ -32,8 +35,36 @@ async def chat_completions(
     if x_hearth_footer is not None:
         footer = x_hearth_footer.strip().lower() not in _OFF
     turn = await chat.open_turn(state, user, body, conversation_id, footer)
+    entry = getattr(request.state, "log", None)
+    if isinstance(entry, dict):
+        turn.log = entry
+    turn.log["model"] = body.model
     headers = {"X-Conversation-Id": turn.conversation_id}
     if body.stream:
-        return await chat_stream.respond(state, turn, headers)
+        key = limit_key(user)
+        if not await state.limiter.open_stream(key):
+            raise APIError(
+                429,
+                f"Too many answers streaming at once for this token (at most "
+                f"{state.settings.max_streams_per_token}); wait for one to finish.",
+                code="too_many_streams",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            response = await chat_stream.respond(state, turn, headers)
+        except BaseException:
+            await state.limiter.close_stream(key)
+            raise
+        response.body_iterator = _released(response.body_iterator, state, key)
+        return response
     await chat.ground(state, turn)
     return JSONResponse(await chat.complete(state, turn), headers=headers)
+
+
+async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> AsyncIterator[Any]:
+    """The stream's body; its slot is given back however it ends (done, failed, client gone)."""
+    try:
+        async for piece in body:
+            yield piece
+    finally:
+        await state.limiter.close_stream(key)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from ..auth import CurrentUser
 from ..errors import APIError
 from ..state import State
+from ..store import access
 from ..store import conversations as store
 
 router = APIRouter(prefix="/v1/conversations")
@@ -42,7 +43,9 @@ async def list_conversations(state: State, user: CurrentUser) -> dict[str, Any]:
 @router.get("/{conversation_id}")
 async def get_conversation(conversation_id: str, state: State, user: CurrentUser) -> dict[str, Any]:
     async with state.pool.connection() as conn:
-        found = await store.get_conversation(conn, user.id, conversation_id)
+        found = await store.get_conversation(
+            conn, user.id, conversation_id, await access.readable(conn, user)
+        )
     if found is None:
         raise _missing(conversation_id)
     return found
@@ -55,7 +58,9 @@ async def rename_conversation(
     async with state.pool.connection() as conn:
         if not await store.rename_conversation(conn, user.id, conversation_id, body.title):
             raise _missing(conversation_id)
-        found = await store.get_conversation(conn, user.id, conversation_id)
+        found = await store.get_conversation(
+            conn, user.id, conversation_id, await access.readable(conn, user)
+        )
     assert found is not None
     return {k: v for k, v in found.items() if k != "messages"}
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from python_multipart.multipart import parse_options_header
 
-from core.settings import DEFAULT_COLLECTION, Settings, valid_collection
+from core.settings import Settings, valid_collection
 from retrieval import documents
 from retrieval.documents import LIVE_STATUSES, PROBLEM_STATUSES, DocumentInfo
 from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
@@ -25,6 +25,8 @@ from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 from ..auth import CurrentUser
 from ..errors import APIError
 from ..state import State
+from ..store import access
+from ..store.access import personal_collection
 from ..uploads import FORM_OVERHEAD, MultipartUpload, sanitize_filename
 
 log = logging.getLogger(__name__)
@@ -65,14 +67,14 @@ def _parse_id(file_id: str) -> int | None:
 async def _find(state: State, user: CurrentUser, file_id: str) -> DocumentInfo:
     """The one file `file_id` names, or a 404.
 
-    Per-user access control (a later issue) plugs in here and in `list_files`: only documents in
-    collections `user` may read are found; the others answer 404 as if they did not exist.
+    Only documents in collections `user` may read are found; the others answer 404 as if they
+    did not exist.
     """
     doc_id = _parse_id(file_id)
     doc = None
     if doc_id is not None:
         async with state.pool.connection() as conn:
-            doc = await documents.get_document(conn, doc_id)
+            doc = await documents.get_document(conn, doc_id, await access.readable(conn, user))
     if doc is None:
         raise APIError(404, f"No such File object: {file_id}", param="file_id", code="not_found")
     return doc
@@ -91,7 +93,11 @@ async def _find(state: State, user: CurrentUser, file_id: str) -> DocumentInfo:
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
                             "purpose": {"type": "string", "default": DEFAULT_PURPOSE},
-                            "collection": {"type": "string", "default": DEFAULT_COLLECTION},
+                            "collection": {
+                                "type": "string",
+                                "description": "default: `default` for admins, else the"
+                                " uploader's own `user-<name>`",
+                            },
                         },
                     }
                 }
@@ -103,7 +109,8 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
     """Store the upload under uploads_dir, queue it for indexing, answer with its file object.
 
     The body is streamed to disk and cut off (413) as soon as it passes MAX_FILE_MB.
-    Access control (a later issue): check that `user` may write to the collection.
+    A collection is written to by its owner or an admin; a new name becomes the uploader's
+    own collection. Without a name, uploads go to the uploader's personal collection.
     """
     settings = state.settings
     if state.celery is None:
@@ -122,7 +129,7 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
         await upload.receive(request.stream(), params[b"boundary"], too_large(limit))
         if upload.filename is None:
             raise APIError(400, "No file: send it in a multipart field named 'file'.", param="file")
-        collection = upload.fields.get("collection", "").strip() or DEFAULT_COLLECTION
+        collection = upload.fields.get("collection", "").strip() or personal_collection(user)
         if not valid_collection(collection):
             raise APIError(
                 400,
@@ -130,6 +137,15 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
                 " letter or digit.",
                 param="collection",
             )
+        async with state.pool.connection() as conn:
+            if not await access.may_write(conn, user, collection):
+                raise APIError(
+                    403,
+                    f"You may not add files to the collection '{collection}'.",
+                    param="collection",
+                    code="collection_forbidden",
+                )
+            await access.claim(conn, user, collection)
         purpose = upload.fields.get("purpose", "").strip() or DEFAULT_PURPOSE
         name = sanitize_filename(upload.filename)
         dest = await asyncio.to_thread(_store, upload.tmp, root, collection, name)
@@ -202,7 +218,7 @@ async def list_files(
 ) -> dict[str, Any]:
     """Every document, watched or uploaded (deleted ones excluded), newest first by default.
 
-    Access control (a later issue): restrict to the collections `user` may read.
+    Only documents in collections `user` may read are listed.
     """
     if status is not None and status not in LIVE_STATUSES:
         raise APIError(400, f"status must be one of {', '.join(LIVE_STATUSES)}.", param="status")
@@ -214,6 +230,7 @@ async def list_files(
     async with state.pool.connection() as conn:
         docs = await documents.list_documents(
             conn,
+            readable=await access.readable(conn, user),
             collection=collection,
             statuses=(status,) if status else LIVE_STATUSES,
             after_id=after_id,
@@ -258,6 +275,14 @@ async def delete_file(file_id: str, state: State, user: CurrentUser) -> dict[str
     """Remove a file from the index; an upload's stored copy goes too. A watched file must be
     deleted from its folder instead, or the next rescan would index it again."""
     doc = await _find(state, user, file_id)
+    async with state.pool.connection() as conn:
+        if not await access.may_write(conn, user, doc.collection):
+            raise APIError(
+                403,
+                f"You may read but not delete files of the collection '{doc.collection}'.",
+                param="file_id",
+                code="collection_forbidden",
+            )
     path = Path(doc.path)
     if doc.source != "upload" and (watched := _watched_root(state.settings, path)) is not None:
         raise APIError(

@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from ..auth import CurrentUser
 from ..errors import APIError
-from ..models import RAG_MODEL, collections, model_card
+from ..models import RAG_MODEL, model_card
 from ..state import State
+from ..store import access
 
 router = APIRouter(prefix="/v1")
 
@@ -21,7 +22,7 @@ _CREATED = int(time.time())
 async def list_models(state: State, user: CurrentUser) -> dict[str, object]:
     window = state.llm.max_model_len or state.settings.llm_max_model_len
     async with state.pool.connection() as conn:
-        names = await collections(conn, state.settings)
+        names = await access.readable(conn, user)
     data = [model_card(RAG_MODEL, "hearth", _CREATED, max_model_len=window)]
     data += [
         model_card(f"{RAG_MODEL}:{name}", "hearth", _CREATED, max_model_len=window)

@@ -10,14 +10,17 @@ from fastapi import APIRouter
 from ..auth import CurrentUser
 from ..search import SearchRequest, passage_json, run_search
 from ..state import State
+from ..store import access
 
 router = APIRouter(prefix="/v1")
 
 
 @router.post("/search")
 async def search(body: SearchRequest, state: State, user: CurrentUser) -> dict[str, Any]:
-    """Access control (a later issue) passes the collections `user` may read as `readable`."""
-    passages = await run_search(state.pool, state.embedder, state.settings, body)
+    """Only passages of collections `user` may read, filtered inside both legs' SQL."""
+    async with state.pool.connection() as conn:
+        allowed = await access.readable(conn, user)
+    passages = await run_search(state.pool, state.embedder, state.settings, body, readable=allowed)
     return {
         "object": "list",
         "query": body.query,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,7 @@ class User:
     id: int
     name: str
     role: str
+    token_id: int | None = None  # the token this request came with (rate limits, request log)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,22 @@ def ensure_user(conn: psycopg.Connection, name: str, role: str = "user") -> User
     ).fetchone()
     assert row is not None
     return User(*row)
+
+
+def set_disabled(conn: psycopg.Connection, name: str, disabled: bool) -> bool:
+    cur = conn.execute("UPDATE users SET disabled = %s WHERE name = %s", (disabled, name))
+    return cur.rowcount > 0
+
+
+def list_users(conn: psycopg.Connection) -> list[dict[str, object]]:
+    rows = conn.execute(
+        "SELECT u.id, u.name, u.role, u.disabled, u.created_at,"
+        " coalesce(array_agg(g.group_name ORDER BY g.group_name)"
+        " FILTER (WHERE g.group_name IS NOT NULL), '{}')"
+        " FROM users u LEFT JOIN user_groups g ON g.user_id = u.id GROUP BY u.id ORDER BY u.id"
+    ).fetchall()
+    keys = ("id", "name", "role", "disabled", "created_at", "groups")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def user_count(conn: psycopg.Connection) -> int:
@@ -78,13 +96,17 @@ def revoke_token(conn: psycopg.Connection, token_id: int) -> bool:
 
 async def authenticate(conn: psycopg.AsyncConnection, token: str) -> User | None:
     """The live user a token belongs to, or None. The lookup is by hash (an indexed equality on
-    a SHA-256 digest), so response time does not depend on how much of a guess was right."""
+    a SHA-256 digest), so response time does not depend on how much of a guess was right; the
+    stored digest is then compared in constant time as well."""
+    digest = hash_token(token)
     cur = await conn.execute(
         "UPDATE tokens t SET last_used_at = now() FROM users u"
         " WHERE t.token_hash = %s AND u.id = t.user_id AND t.revoked_at IS NULL"
         " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled"
-        " RETURNING u.id, u.name, u.role",
-        (hash_token(token),),
+        " RETURNING u.id, u.name, u.role, t.id, t.token_hash",
+        (digest,),
     )
     row = await cur.fetchone()
-    return User(*row) if row else None
+    if row is None or not hmac.compare_digest(row[4], digest):
+        return None
+    return User(row[0], row[1], row[2], row[3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +96,15 @@ async def list_conversations(
 
 
 async def get_conversation(
-    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str
+    conn: psycopg.AsyncConnection,
+    user_id: int,
+    conversation_id: str,
+    readable: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
-    """The user's conversation with its messages and citations; None if it is not theirs."""
+    """The user's conversation with its messages and citations; None if it is not theirs.
+
+    With `readable`, a stored source whose document is no longer in a collection the user may
+    read is left out: losing access takes effect in old conversations too."""
     cid = _uuid(conversation_id)
     if cid is None:
         return None
@@ -126,6 +133,15 @@ async def get_conversation(
         }
         for r, c, cit, p, t, at in await cur.fetchall()
     ]
+    if readable is not None:
+        ids = {s.get("document_id") for m in messages for s in m["sources"]}
+        cur = await conn.execute(
+            "SELECT id FROM documents WHERE id = ANY(%s) AND collection = ANY(%s)",
+            (sorted(i for i in ids if isinstance(i, int)), list(readable)),
+        )
+        allowed = {r[0] for r in await cur.fetchall()}
+        for m in messages:
+            m["sources"] = [s for s in m["sources"] if s.get("document_id") in allowed]
     return {**_summary(*row), "messages": messages}
 
 

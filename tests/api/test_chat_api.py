@@ -29,7 +29,7 @@ from api.tokenizer import load_counter
 from core.settings import get_settings
 from retrieval import index
 from tests.conftest import free_port
-from tests.e2e.conftest import llm_model_dir
+from tests.e2e.stack import llm_model_dir
 from tests.factories import HashEmbedder, make_document
 from tests.mock_llm import MockLLM, serve
 
@@ -47,7 +47,7 @@ def token(db: psycopg.Connection) -> str:
         doc = make_document(path, [text], title=path.rsplit("/", 1)[-1])
         doc.collection = collection
         index.replace_chunks(db, doc, EMB.embed([c.embed_text for c in doc.chunks]))
-    token = accounts.issue_token(db, accounts.ensure_user(db, "ann"), "test")
+    token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"), "test")
     db.commit()
     return token
 
@@ -89,7 +89,7 @@ def test_models_list_collections_and_the_backend_window(
         c.post("/v1/chat/completions", json=ask("E-4471?"))  # the window is learnt by probing
         data = c.get("/v1/models").json()["data"]
         ids = [m["id"] for m in data]
-        assert ids == ["hearth", "hearth:default", "hearth:house", "hearth:work", "mock"]
+        assert ids == ["hearth", "hearth:house", "hearth:work", "mock"]
         assert {m["max_model_len"] for m in data} == {2048}
         assert c.get("/v1/models/hearth:work").json()["id"] == "hearth:work"
         r = c.get("/v1/models/hearth:nope")

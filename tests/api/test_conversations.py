@@ -11,15 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.store import accounts
+from api.store import access, accounts
 from api.store.conversations import add_turn, open_conversation
 from core.db import async_pool
 from core.settings import get_settings
+from retrieval import index
 from tests.conftest import free_port
-from tests.factories import HashEmbedder
+from tests.factories import HashEmbedder, make_document
 
 
-def seed(pg_url: str, user_id: int, question: str) -> str:
+def seed(pg_url: str, user_id: int, question: str, doc_id: int | None = None) -> str:
     async def go() -> str:
         pool = async_pool(pg_url, min_size=1, max_size=1)
         await pool.open()
@@ -32,7 +33,7 @@ def seed(pg_url: str, user_id: int, question: str) -> str:
                     user_id,
                     question,
                     "An answer [1].",
-                    [{"index": 1, "path": "/w/a.md", "snippet": "x"}],
+                    [{"index": 1, "document_id": doc_id, "path": "/w/a.md", "snippet": "x"}],
                     10,
                     3,
                 )
@@ -49,8 +50,14 @@ def two_users(
 ) -> Iterator[tuple[TestClient, TestClient, str, str]]:
     ann, bob = accounts.ensure_user(db, "ann"), accounts.ensure_user(db, "bob")
     tokens = [accounts.issue_token(db, u, "test") for u in (ann, bob)]
+    doc = make_document("/w/a.md", ["E-4471 means the pressure is low."])
+    doc.collection = "ann-notes"
+    index.replace_chunks(db, doc, HashEmbedder().embed([c.embed_text for c in doc.chunks]))
+    access.create_collection(db, "ann-notes", "ann")
+    row = db.execute("SELECT id FROM documents WHERE path = '/w/a.md'").fetchone()
+    assert row is not None
     db.commit()
-    ann_cid = seed(pg_url, ann.id, "What does E-4471 mean?")
+    ann_cid = seed(pg_url, ann.id, "What does E-4471 mean?", row[0])
     bob_cid = seed(pg_url, bob.id, "When to water?")
     # a closed port: no LLM backend is listening
     settings = get_settings(database_url=pg_url, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")

@@ -116,7 +116,7 @@ def env(db: psycopg.Connection, pg_url: str, broker: EmbeddedRedis, tmp_path: Pa
         max_file_mb=LIMIT / 2**20,
         hearth_watch_dir=str(tmp_path / "watched"),
     )
-    token = accounts.issue_token(db, accounts.ensure_user(db, "ann"))
+    token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"))
     db.commit()
     return settings, {"Authorization": f"Bearer {token}"}
 

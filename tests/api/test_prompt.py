@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from api.prompt import PromptTooLong, build_prompt
 from api.tokenizer import TokenCounter, load_counter
-from tests.e2e.conftest import llm_model_dir
+from tests.e2e.stack import llm_model_dir
 
 from .test_citations import passage
 

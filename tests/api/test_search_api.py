@@ -36,7 +36,7 @@ def make_client(db: psycopg.Connection, pg_url: str, **settings: object) -> Test
         doc.collection = collection
         doc.mime = "application/pdf" if path.endswith(".pdf") else "text/markdown"
         index.replace_chunks(db, doc, EMB.embed([c.embed_text for c in doc.chunks]))
-    token = accounts.issue_token(db, accounts.ensure_user(db, "ann"), "test")
+    token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"), "test")
     db.commit()
     app = create_app(get_settings(database_url=pg_url, **settings), embedder=LimitedEmbedder())
     return TestClient(app, headers={"Authorization": f"Bearer {token}"})

@@ -1,6 +1,7 @@
 """OpenAI compatibility against the real stack and the real CPU model: the openai SDK (stream with
 usage, typed errors), LangChain's ChatOpenAI, model ids, a long conversation that must be fitted
-into the model's window, follow-ups, and a client that disconnects making vLLM abort."""
+into the model's window, and follow-ups. (That a disconnect closes the backend stream is tested
+with a scripted backend in tests/api/test_chat_api.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletion
 
-from .conftest import Stack
+from .stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -128,39 +129,26 @@ def test_a_follow_up_gets_a_standalone_search_query(boiler: Stack) -> None:
     with httpx.Client(base_url=boiler.api + "/v1", headers=headers, timeout=300) as http:
         first = http.post(
             "/chat/completions",
-            json={"model": "hearth", "messages": [{"role": "user", "content": QUESTION}]},
+            json={
+                "model": "hearth",
+                "max_tokens": 40,
+                "messages": [{"role": "user", "content": QUESTION}],
+            },
         )
+        assert first.status_code == 200, first.text
         cid = first.headers["X-Conversation-Id"]
         follow = "And how do I fix it?"
-        r = http.post(
+        resp = http.post(
             "/chat/completions",
             headers={"X-Conversation-Id": cid},
-            json={"model": "hearth", "messages": [{"role": "user", "content": follow}]},
-        ).json()
+            json={
+                "model": "hearth",
+                "max_tokens": 40,
+                "messages": [{"role": "user", "content": follow}],
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        r = resp.json()
         assert r["search_query"] and r["search_query"] != follow
         stored = http.get(f"/conversations/{cid}").json()
         assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 2
-
-
-def test_a_client_that_disconnects_makes_vllm_abort(boiler: Stack) -> None:
-    log = boiler.data_dir / "llm" / "vllm.log"
-    before = log.read_text(errors="replace").lower().count("abort")
-    body = {
-        "model": "smollm2",
-        "stream": True,
-        "max_tokens": 1500,
-        "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
-    }
-    headers = {"Authorization": f"Bearer {boiler.token}"}
-    with (
-        httpx.Client(timeout=300) as http,
-        http.stream("POST", boiler.api + "/v1/chat/completions", json=body, headers=headers) as r,
-    ):
-        assert r.status_code == 200
-        for n, _ in enumerate(r.iter_lines()):
-            if n > 6:
-                break
-    deadline = time.monotonic() + 30
-    while log.read_text(errors="replace").lower().count("abort") == before:
-        assert time.monotonic() < deadline, "vLLM never aborted the request"
-        time.sleep(0.2)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack
+from .stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack
+from .stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,106 @@
+"""Middleware that must see every /v1 request: the credentials gate and the request log.
+
+The gate answers a request that carries no credentials at all with a 401 before the body is read,
+so a bad body without a token is a 401, never a 422 that tells a stranger about the schema. The
+token itself is checked by api.auth.
+
+The log writes one `request_log` row per /v1 request when its response has been sent (streams
+included): token id (never the token), user, route, model, tokens, latency, status, and the
+prompt and answer only with LOG_CHAT_TEXT=true. Routes add their part to `scope["state"]["log"]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+
+log = logging.getLogger(__name__)
+
+PROTECTED = "/v1/"
+SESSION_COOKIE = b"hearth_session="
+
+
+class AuthGate:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(PROTECTED):
+            headers = dict(scope.get("headers") or [])
+            has_cookie = SESSION_COOKIE in headers.get(b"cookie", b"")
+            proxied = b"x-forwarded-user" in headers  # api.auth checks the proxy is trusted
+            if not headers.get(b"authorization") and not has_cookie and not proxied:
+                response = error_response(
+                    401,
+                    "Missing bearer token: send 'Authorization: Bearer <token>'.",
+                    code="missing_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp, pool: Any, keep_text: bool) -> None:
+        self.app, self.pool_ref, self.keep_text = app, pool, keep_text
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(PROTECTED):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        entry: dict[str, Any] = {}
+        scope.setdefault("state", {})["log"] = entry
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or scope.get("path", "")
+            row = (
+                entry.get("token_id"),
+                entry.get("user_id"),
+                scope.get("method", ""),
+                path,
+                entry.get("model"),
+                status,
+                (time.perf_counter() - started) * 1000,
+                entry.get("prompt_tokens"),
+                entry.get("completion_tokens"),
+                entry.get("prompt") if self.keep_text else None,
+                entry.get("answer") if self.keep_text else None,
+            )
+            task = asyncio.create_task(self._write(row))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _write(self, row: tuple[Any, ...]) -> None:
+        pool: AsyncConnectionPool | None = self.pool_ref()
+        if pool is None:
+            return
+        try:
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO request_log (token_id, user_id, method, route, model, status,"
+                    " latency_ms, prompt_tokens, completion_tokens, prompt, answer)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    row,
+                )
+        except Exception as exc:  # the log must never break a request
+            log.warning("could not write the request log: %s", exc)

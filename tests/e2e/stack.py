@@ -1,0 +1,124 @@
+"""The real stack, started the way a user starts it: `hearth up` on embedded defaults. The
+session fixtures that share one stack among tests/e2e and tests/ui are in tests/conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HEARTH_ENV_VARS, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN_LINE = re.compile(r"Admin token .*: (hearth_\S+)")
+
+
+def llm_model_dir() -> Path:
+    """The converted SmolLM2 folder shared by test runs (`make test` prepares it)."""
+    return Path(os.environ.get("HEARTH_TEST_LLM_DIR", REPO / ".cache" / "smollm2"))
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    log: Path
+    api: str
+    watch_dir: Path
+    data_dir: Path
+    token: str | None
+
+    def hearth(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        out = self.hearth("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    def wait_indexed(self, count: int, timeout_s: float = 300) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            docs = self.status()["documents"]
+            settled = sum(docs.get(s, {}).get("count", 0) for s in ("indexed", "failed"))
+            if settled >= count or time.monotonic() > deadline:
+                return dict(docs)
+            time.sleep(1)
+
+    def query(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
+        """Read the stack's embedded database (attaching to the running server)."""
+        import psycopg
+
+        from api.cli.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(self.data_dir / "postgres")
+        try:
+            with psycopg.connect(pg.start()) as conn:
+                return conn.execute(sql, args).fetchall()
+        finally:
+            pg.stop()
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+
+def start_stack(
+    data_dir: Path, log: Path, timeout_s: float = 900, port: int | None = None
+) -> Stack:
+    env = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
+    port = port or free_port()
+    env.update(
+        {
+            "HEARTH_DATA_DIR": str(data_dir),
+            "HEARTH_WATCH_DIR": str(data_dir / "watched"),
+            "HEARTH_PORT": str(port),
+            "LLM_LOCAL_PORT": str(free_port()),
+            "LLM_LOCAL_MODEL_DIR": str(llm_model_dir()),
+            "WATCH_DEBOUNCE_S": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli.main", "up"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_text(errors="replace")
+        if "Hearth is up." in text.split("hearth: stopping")[-1]:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"hearth up did not come up (exit {proc.poll()}):\n{text[-6000:]}")
+        time.sleep(0.5)
+    tokens = TOKEN_LINE.findall(text.split("hearth: stopping")[-1])
+    return Stack(
+        proc,
+        env,
+        log,
+        f"http://127.0.0.1:{port}",
+        data_dir / "watched",
+        data_dir,
+        tokens[-1] if tokens else None,
+    )
