@@ -4,9 +4,11 @@ API and `hearth search`, so all three retrieve the same way."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,6 +94,26 @@ async def _reranker(settings: Settings, wanted: bool | None) -> Reranker | None:
     return await asyncio.to_thread(load_reranker, settings.rerank_model)
 
 
+_VECTORS: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+VECTOR_CACHE_SIZE = 2048
+
+
+async def query_vector(embedder: Embedder, query: str) -> np.ndarray:
+    """The query's embedding, from a small LRU cache when the same question comes again (chat UIs
+    re-send it on regenerate; a follow-up's fallback query repeats the previous question). The
+    embedding runs in a thread: the event loop never waits on the model."""
+    key = (id(embedder), query)  # one embedder per process; ids are not reused while it lives
+    hit = _VECTORS.get(key)
+    if hit is not None:
+        _VECTORS.move_to_end(key)
+        return hit
+    vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
+    _VECTORS[key] = vector
+    while len(_VECTORS) > VECTOR_CACHE_SIZE:
+        _VECTORS.popitem(last=False)
+    return vector
+
+
 async def run_search(
     pool: AsyncConnectionPool,
     embedder: Embedder,
@@ -111,6 +133,6 @@ async def run_search(
     reranker = await _reranker(settings, req.rerank)
     vector = None
     if req.mode != "lexical":
-        vector = (await asyncio.to_thread(embedder.embed, [req.query]))[0]
+        vector = await query_vector(embedder, req.query)
     async with pool.connection() as conn:
         return await search(conn, req.query, vector, params, reranker)

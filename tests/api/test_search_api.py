@@ -177,3 +177,23 @@ def test_search_with_a_configured_cross_encoder(
     )
     assert scores == pytest.approx([float(x) for x in expected], abs=1e-5)
     assert [p["score"] for p in off.json()["data"]] != scores
+
+
+def test_a_repeated_query_is_embedded_once() -> None:
+    import asyncio
+
+    from api.search import query_vector
+
+    class Counting(HashEmbedder):
+        calls = 0
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().embed(texts)
+
+    emb = Counting()
+    first = asyncio.run(query_vector(emb, "where is the boiler manual?"))
+    again = asyncio.run(query_vector(emb, "where is the boiler manual?"))
+    other = asyncio.run(query_vector(emb, "something else"))
+    assert Counting.calls == 2
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
