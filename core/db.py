@@ -51,4 +51,7 @@ def async_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConne
         configure=_configure,
         open=False,
         kwargs={"autocommit": True},
+        # a connection that died with its server (a restart) is replaced, not handed out
+        check=AsyncConnectionPool.check_connection,
+        timeout=10,
     )
