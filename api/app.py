@@ -20,9 +20,21 @@ from workers.celery_app import create_celery
 from . import errors
 from .limits import BodyLimit
 from .llm import LLMClient
-from .middleware import AuthGate, RequestLog
+from .metrics import Metrics, RequestMetrics
+from .middleware import AuthGate, RequestId, RequestLog
 from .ratelimit import Limiter
-from .routes import admin, chat, conversations, embeddings, files, health, models, search, ui
+from .routes import (
+    admin,
+    chat,
+    conversations,
+    embeddings,
+    files,
+    health,
+    metrics,
+    models,
+    search,
+    ui,
+)
 from .routes.health import redis_client_url
 from .state import AppState
 
@@ -32,6 +44,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     if not settings.database_url:
         raise ValueError("DATABASE_URL must be set (hearth up sets it for the embedded database)")
     database_url = settings.database_url
+    measured = Metrics()  # built with the app: the request middleware needs it before start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +77,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 llm=llm,
                 limiter=limiter,
                 celery=celery,
+                redis=redis,
+                metrics=measured,
             )
             health = asyncio.create_task(llm.run_health_checks(settings.llm_health_interval_s))
             try:
@@ -78,7 +93,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
 
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    # the last added runs first: CORS (pre-flights carry no token), the log, size, credentials
+    # the last added runs first: the request id (so that every log line has it), the metrics,
+    # CORS (pre-flights carry no token), the log, size, credentials
     app.add_middleware(AuthGate)
     app.add_middleware(
         BodyLimit,
@@ -96,9 +112,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
             allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Conversation-Id", "Retry-After"],
+            expose_headers=["X-Conversation-Id", "Retry-After", "X-Request-Id"],
         )
+    app.add_middleware(RequestMetrics, metrics=measured)
+    app.add_middleware(RequestId)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(conversations.router)

@@ -56,6 +56,7 @@ class Turn:
     log: dict[str, Any] = field(default_factory=dict)  # this request's request-log entry
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.perf_counter)  # for latency metrics
 
     @property
     def rag(self) -> bool:
@@ -123,6 +124,7 @@ async def ground(state: AppState, turn: Turn) -> None:
         filters = (
             SearchFilters(collections=[turn.choice.collection]) if turn.choice.collection else None
         )
+        searched = time.perf_counter()
         found = await run_search(
             state.pool,
             state.embedder,
@@ -130,6 +132,7 @@ async def ground(state: AppState, turn: Turn) -> None:
             SearchRequest(query=turn.search_query[:4000], filters=filters),
             readable=turn.readable,
         )
+        state.metrics.retrieval("chat", searched)
         turn.passages = relevant(found, s.relevance_threshold)
         turn.uncovered = not turn.passages
         system = s.system_prompt or DEFAULT_SYSTEM_PROMPT
@@ -202,6 +205,7 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
     try:
         resp = await state.llm.complete(turn.messages, **turn.params)
     except LLMError as exc:
+        state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc
     choice = (resp.get("choices") or [{}])[0]
     checker = CitationChecker(len(turn.passages))
@@ -247,6 +251,10 @@ async def store(
         completion_tokens=usage.get("completion_tokens"),
         prompt=turn.question,
         answer=answer,
+    )
+    state.metrics.usage(usage)
+    state.metrics.answer_seconds.labels("true" if turn.request.stream else "false").observe(
+        time.perf_counter() - turn.started
     )
     async with state.pool.connection() as conn:
         await add_turn(

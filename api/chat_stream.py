@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,6 +53,7 @@ async def _start(state: AppState, turn: Turn) -> Started:
     except StopAsyncIteration:
         return None, upstream
     except LLMError as exc:
+        state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc
 
 
@@ -129,9 +131,12 @@ async def _relay(
                     finish = choice.get("finish_reason") or finish
                     text = checker.feed((choice.get("delta") or {}).get("content") or "")
                     if text:
+                        if not parts:
+                            state.metrics.ttft.observe(time.perf_counter() - turn.started)
                         parts.append(text)
                         yield chunk({"content": text})
     except LLMError as exc:
+        state.metrics.llm_error(exc)
         yield sse(error_body(exc.status, exc.message, code=exc.code))
         yield sse("[DONE]")
         return

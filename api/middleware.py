@@ -1,4 +1,5 @@
-"""Middleware that must see every /v1 request: the credentials gate and the request log.
+"""Middleware that must see every /v1 request: the credentials gate and the request log; and
+one that sees every request: its id.
 
 The gate answers a request that carries no credentials at all with a 401 before the body is read,
 so a bad body without a token is a 401, never a 422 that tells a stranger about the schema. The
@@ -7,17 +8,26 @@ token itself is checked by api.auth.
 The log writes one `request_log` row per /v1 request when its response has been sent (streams
 included): token id (never the token), user, route, model, tokens, latency, status, and the
 prompt and answer only with LOG_CHAT_TEXT=true. Routes add their part to `scope["state"]["log"]`.
+
+The request id is the caller's `X-Request-Id` when it is a short plain token, else a new one. It
+is in every log line written while the request is served (core.logs), in the response's
+`X-Request-Id` header, and in the headers of the Celery tasks the request queues.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.logs import request_id_var
 
 from .errors import error_response
 
@@ -25,6 +35,33 @@ log = logging.getLogger(__name__)
 
 PROTECTED = "/v1/"
 SESSION_COOKIE = b"hearth_session="
+REQUEST_ID_HEADER = "X-Request-Id"
+_CALLER_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")  # nothing that could forge a log line
+
+
+class RequestId:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+        rid = given.decode() if _CALLER_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        token = request_id_var.set(rid)
+        await self.app(scope, receive, stamped)
+        # not in a `finally`: an unhandled error is logged by the outermost (server error)
+        # middleware after this one, and that line should carry the id too
+        request_id_var.reset(token)
 
 
 class AuthGate:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
@@ -13,6 +14,7 @@ from core.embedder import Embedder
 from core.settings import Settings
 
 from .llm import LLMClient
+from .metrics import Metrics
 from .ratelimit import Limiter
 
 
@@ -24,6 +26,8 @@ class AppState:
     llm: LLMClient
     limiter: Limiter
     celery: Celery | None = None  # sends tasks to the workers; None when REDIS_URL is unset
+    redis: aioredis.Redis | None = None  # the app's Redis client; None when REDIS_URL is unset
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def get_state(request: Request) -> AppState:

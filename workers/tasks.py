@@ -1,4 +1,8 @@
-"""Thin Celery tasks: they take paths, call `ingest`, and hold per-process resources."""
+"""Thin Celery tasks: they take paths, call `ingest`, and hold per-process resources.
+
+A task queued by an API request carries the request's id in its headers; while it runs, the
+worker's log lines carry that id (core.logs), and with LOG_FORMAT=json they are JSON lines too.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from typing import Any
 
 import psycopg
 from celery import shared_task
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
 from core.db import connect
 from core.embedder import Embedder, embedder_for
+from core.logs import JsonFormatter, request_id_var
 from core.offline import go_offline
 from core.settings import Settings, get_settings
 from ingest.isolate import ParserProcess
@@ -70,6 +76,28 @@ class _Context:
 @functools.cache
 def context() -> _Context:
     return _Context()
+
+
+@task_prerun.connect
+def adopt_request_id(task: Any = None, **_: Any) -> None:
+    """The id of the API request that queued this task (None for beat and the watcher)."""
+    request = getattr(task, "request", None)
+    rid = getattr(request, "request_id", None)
+    request_id_var.set(rid if isinstance(rid, str) else None)
+
+
+@task_postrun.connect
+def drop_request_id(**_: Any) -> None:
+    request_id_var.set(None)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def json_log_lines(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Celery configures the worker's logging; with LOG_FORMAT=json its lines become ours."""
+    if logger is not None and get_settings().log_format == "json":
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 def _retrying(name: str) -> Any:

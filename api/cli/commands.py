@@ -101,10 +101,17 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from ..app import create_app
 
-    setup_logging()
+    setup_logging(fmt=settings.log_format)
     go_offline()
     app = create_app(settings.model_copy(update={"database_url": command_database_url(settings)}))
-    uvicorn.run(app, host=settings.hearth_host, port=settings.hearth_port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.hearth_host,
+        port=settings.hearth_port,
+        log_level="info",
+        # JSON: uvicorn's own loggers (the access log too) write through the root handler
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
     return 0
 
 
@@ -156,7 +163,7 @@ def run_watch(args: argparse.Namespace, settings: Settings) -> int:
     from workers.celery_app import TASK_INGEST, TASK_MOVE, TASK_RESCAN
     from workers.watcher import Callbacks, watch
 
-    setup_logging()
+    setup_logging(fmt=settings.log_format)
     app = _celery(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

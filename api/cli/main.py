@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from core.settings import SettingsError, get_settings
 
-from . import access, commands, docs, llm, up
+from . import access, backup, bench, commands, docs, doctor, llm, up
 
-MODULES = (up, llm, commands, docs, access)
+MODULES = (up, llm, commands, docs, access, bench, backup, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

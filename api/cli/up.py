@@ -109,7 +109,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     from .llm_convert import prepare_model
     from .llm_server import from_settings
 
-    setup_logging()
+    setup_logging(fmt=settings.log_format)
     go_offline()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,10 +147,10 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         if llm is not None:
             llm.wait_ready(timeout_s=900)
         api = f"http://{settings.hearth_host}:{settings.hearth_port}"
-        if not _wait_http(api + "/health", stop, 300):
+        if not _wait_http(api + "/ready", stop, 300):
             if stop.is_set():
                 return 0
-            raise RuntimeError(f"the API did not become healthy at {api}/health")
+            raise RuntimeError(f"the API did not become ready at {api}/ready")
         _banner(settings, api, token)
         while not stop.wait(1.0):
             supervisor.poll()

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from python_multipart.multipart import parse_options_header
 
+from core.logs import current_request_id
 from core.settings import Settings, valid_collection
 from retrieval import documents
 from retrieval.documents import LIVE_STATUSES, PROBLEM_STATUSES, DocumentInfo
@@ -167,6 +168,7 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
             TASK_INGEST,
             args=[path, collection, "upload"],
             queue=INTERACTIVE_QUEUE,
+            headers={"request_id": current_request_id()},
         )
     except Exception:
         log.exception("could not queue upload %s", path)
@@ -311,6 +313,7 @@ async def delete_file(file_id: str, state: State, user: CurrentUser) -> dict[str
                     TASK_INGEST,
                     args=[doc.path, doc.collection, "upload"],
                     queue=INTERACTIVE_QUEUE,
+                    headers={"request_id": current_request_id()},
                 )
             except Exception:
                 log.warning("could not queue the clean-up of %s", doc.path, exc_info=True)

@@ -3,6 +3,7 @@ their scores and where they come from."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,7 +21,9 @@ async def search(body: SearchRequest, state: State, user: CurrentUser) -> dict[s
     """Only passages of collections `user` may read, filtered inside both legs' SQL."""
     async with state.pool.connection() as conn:
         allowed = await access.readable(conn, user)
+    started = time.perf_counter()
     passages = await run_search(state.pool, state.embedder, state.settings, body, readable=allowed)
+    state.metrics.retrieval("search", started)
     return {
         "object": "list",
         "query": body.query,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from core.logs import current_request_id
 from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 
 from ..auth import CurrentUser
@@ -167,6 +168,7 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
             TASK_INGEST,
             args=[queued.path, queued.collection, queued.source],
             queue=INTERACTIVE_QUEUE,
+            headers={"request_id": current_request_id()},
         )
     except Exception:
         log.exception("could not queue the re-index of %s", queued.path)
