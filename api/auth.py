@@ -19,17 +19,11 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 async def _session_user(request: Request, state: State) -> User | None:
     """The chat UI's alternative to a bearer token: the user of a valid `hearth_session` cookie
     (api/routes/ui.py signs in), or None without a cookie. A cookie that no longer names a live
-    session is a 401; a state-changing request without the UI's header is a 403 (CSRF)."""
+    session is a 401; a live one on a state-changing request without the UI's header is a 403
+    (CSRF)."""
     session_id = request.cookies.get(SESSION_COOKIE)
     if not session_id:
         return None
-    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
-        raise APIError(
-            403,
-            f"A request signed in by session cookie that changes anything must send"
-            f" '{CSRF_HEADER}: 1'.",
-            code="csrf_header_missing",
-        )
     async with state.pool.connection() as conn:
         user = await sessions.session_user(conn, session_id)
     if user is None:
@@ -38,6 +32,13 @@ async def _session_user(request: Request, state: State) -> User | None:
             "Session expired or signed out: sign in again.",
             code="invalid_session",
             headers=_CHALLENGE,
+        )
+    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise APIError(
+            403,
+            f"A request signed in by session cookie that changes anything must send"
+            f" '{CSRF_HEADER}: 1'.",
+            code="csrf_header_missing",
         )
     return user
 

@@ -76,7 +76,7 @@ async def open_turn(
     async with state.pool.connection() as conn:
         readable = await access.readable(conn, user)
         choice = parse_model(req.model, state.settings, list(readable))
-        cid, stored = await open_conversation(conn, user.id, conversation_id)
+        cid, stored = await open_conversation(conn, user.id, conversation_id, list(readable))
     earlier = req.messages[:last_user]
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]

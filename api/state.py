@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -11,7 +12,9 @@ from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
 from core.embedder import Embedder
+from core.logs import current_request_id
 from core.settings import Settings
+from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 
 from .llm import LLMClient
 from .metrics import Metrics
@@ -28,6 +31,19 @@ class AppState:
     celery: Celery | None = None  # sends tasks to the workers; None when REDIS_URL is unset
     redis: aioredis.Redis | None = None  # the app's Redis client; None when REDIS_URL is unset
     metrics: Metrics = field(default_factory=Metrics)
+
+    async def queue_ingest(self, path: str, collection: str, source: str) -> None:
+        """Send an ingest task to the interactive queue (a user waits on it), carrying the
+        request id into the worker's logs. Raises when no queue is configured or reachable."""
+        if self.celery is None:
+            raise RuntimeError("no ingestion queue: REDIS_URL is not set")
+        await asyncio.to_thread(
+            self.celery.send_task,
+            TASK_INGEST,
+            args=[path, collection, source],
+            queue=INTERACTIVE_QUEUE,
+            headers={"request_id": current_request_id()},
+        )
 
 
 def get_state(request: Request) -> AppState:

@@ -17,11 +17,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from python_multipart.multipart import parse_options_header
 
-from core.logs import current_request_id
 from core.settings import Settings, valid_collection
 from retrieval import documents
 from retrieval.documents import LIVE_STATUSES, PROBLEM_STATUSES, DocumentInfo
-from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 
 from ..auth import CurrentUser
 from ..errors import APIError
@@ -163,13 +161,7 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
         await asyncio.to_thread(shutil.rmtree, dest.parent, True)
         raise
     try:
-        await asyncio.to_thread(
-            state.celery.send_task,
-            TASK_INGEST,
-            args=[path, collection, "upload"],
-            queue=INTERACTIVE_QUEUE,
-            headers={"request_id": current_request_id()},
-        )
+        await state.queue_ingest(path, collection, "upload")
     except Exception:
         log.exception("could not queue upload %s", path)
         async with state.pool.connection() as conn:
@@ -308,13 +300,7 @@ async def delete_file(file_id: str, state: State, user: CurrentUser) -> dict[str
         # (which waits for the first) finds the file gone and removes it for good
         if state.celery is not None:
             try:
-                await asyncio.to_thread(
-                    state.celery.send_task,
-                    TASK_INGEST,
-                    args=[doc.path, doc.collection, "upload"],
-                    queue=INTERACTIVE_QUEUE,
-                    headers={"request_id": current_request_id()},
-                )
+                await state.queue_ingest(doc.path, doc.collection, "upload")
             except Exception:
                 log.warning("could not queue the clean-up of %s", doc.path, exc_info=True)
     return {"id": f"file-{doc.id}", "object": "file", "deleted": True}

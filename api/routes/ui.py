@@ -7,7 +7,6 @@ Everything else the page does goes through the public API (/v1/chat/completions,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +15,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-
-from core.logs import current_request_id
-from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 
 from ..auth import CurrentUser
 from ..errors import APIError
@@ -163,13 +159,7 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
     if queued is None:
         raise APIError(409, f"file-{doc_id} is already being indexed.", code="busy")
     try:
-        await asyncio.to_thread(
-            state.celery.send_task,
-            TASK_INGEST,
-            args=[queued.path, queued.collection, queued.source],
-            queue=INTERACTIVE_QUEUE,
-            headers={"request_id": current_request_id()},
-        )
+        await state.queue_ingest(queued.path, queued.collection, queued.source)
     except Exception:
         log.exception("could not queue the re-index of %s", queued.path)
         async with state.pool.connection() as conn:

@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+WITHHELD = "(This answer cited documents you can no longer read, so it is hidden.)"
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -17,14 +19,25 @@ class Turn:
     content: str
 
 
+def cites_unreadable(citations: Sequence[dict[str, Any]], readable: Sequence[str]) -> bool:
+    """Whether a stored answer drew on a collection the user may no longer read: its text may
+    quote those passages, so it is neither shown nor replayed into a prompt."""
+    allowed = set(readable)
+    return any(c.get("collection") not in allowed for c in citations)
+
+
 async def open_conversation(
-    conn: psycopg.AsyncConnection, user_id: int, conversation_id: str | None
+    conn: psycopg.AsyncConnection,
+    user_id: int,
+    conversation_id: str | None,
+    readable: Sequence[str],
 ) -> tuple[str, list[Turn]]:
     """Continue the user's conversation `conversation_id` (with its turns) or pick an id for a
     new one, which `add_turn` creates with its first turn (a failed request leaves nothing).
 
     An id that is malformed or belongs to someone else is answered like an unknown one: a new
-    conversation, so ids reveal nothing.
+    conversation, so ids reveal nothing. Answers that cite a collection outside `readable`
+    are left out of the history.
     """
     if conversation_id:
         try:
@@ -37,10 +50,15 @@ async def open_conversation(
             )
             if await cur.fetchone():
                 cur = await conn.execute(
-                    "SELECT role, content FROM messages WHERE conversation_id = %s ORDER BY id",
+                    "SELECT role, content, citations FROM messages WHERE conversation_id = %s"
+                    " ORDER BY id",
                     (cid,),
                 )
-                return cid, [Turn(*r) for r in await cur.fetchall()]
+                return cid, [
+                    Turn(role, content)
+                    for role, content, cited in await cur.fetchall()
+                    if not cites_unreadable(cited, readable)
+                ]
     return str(uuid.uuid4()), []
 
 
@@ -99,12 +117,13 @@ async def get_conversation(
     conn: psycopg.AsyncConnection,
     user_id: int,
     conversation_id: str,
-    readable: Sequence[str] | None = None,
+    readable: Sequence[str],
 ) -> dict[str, Any] | None:
     """The user's conversation with its messages and citations; None if it is not theirs.
 
-    With `readable`, a stored source whose document is no longer in a collection the user may
-    read is left out: losing access takes effect in old conversations too."""
+    Losing access takes effect in old conversations too: an answer that cited a collection
+    outside `readable` is withheld (its text may quote it), and a source whose document has
+    since moved out of `readable` is left out."""
     cid = _uuid(conversation_id)
     if cid is None:
         return None
@@ -122,26 +141,28 @@ async def get_conversation(
         " FROM messages WHERE conversation_id = %s ORDER BY id",
         (cid,),
     )
-    messages = [
-        {
-            "role": r,
-            "content": c,
-            "sources": cit,
-            "prompt_tokens": p,
-            "completion_tokens": t,
-            "created_at": int(at.timestamp()),
-        }
-        for r, c, cit, p, t, at in await cur.fetchall()
-    ]
-    if readable is not None:
-        ids = {s.get("document_id") for m in messages for s in m["sources"]}
-        cur = await conn.execute(
-            "SELECT id FROM documents WHERE id = ANY(%s) AND collection = ANY(%s)",
-            (sorted(i for i in ids if isinstance(i, int)), list(readable)),
+    messages = []
+    for r, c, cit, p, t, at in await cur.fetchall():
+        withheld = cites_unreadable(cit, readable)
+        messages.append(
+            {
+                "role": r,
+                "content": WITHHELD if withheld else c,
+                "sources": [] if withheld else cit,
+                "withheld": withheld,
+                "prompt_tokens": p,
+                "completion_tokens": t,
+                "created_at": int(at.timestamp()),
+            }
         )
-        allowed = {r[0] for r in await cur.fetchall()}
-        for m in messages:
-            m["sources"] = [s for s in m["sources"] if s.get("document_id") in allowed]
+    ids = {s.get("document_id") for m in messages for s in m["sources"]}
+    cur = await conn.execute(
+        "SELECT id FROM documents WHERE id = ANY(%s) AND collection = ANY(%s)",
+        (sorted(i for i in ids if isinstance(i, int)), list(readable)),
+    )
+    allowed = {r[0] for r in await cur.fetchall()}
+    for m in messages:
+        m["sources"] = [s for s in m["sources"] if s.get("document_id") in allowed]
     return {**_summary(*row), "messages": messages}
 
 

@@ -20,20 +20,30 @@ from tests.conftest import free_port
 from tests.factories import HashEmbedder, make_document
 
 
-def seed(pg_url: str, user_id: int, question: str, doc_id: int | None = None) -> str:
+def seed(
+    pg_url: str, user_id: int, question: str, doc_id: int | None = None, collection: str = ""
+) -> str:
     async def go() -> str:
         pool = async_pool(pg_url, min_size=1, max_size=1)
         await pool.open()
         try:
             async with pool.connection() as conn:
-                cid, _ = await open_conversation(conn, user_id, None)
+                cid, _ = await open_conversation(conn, user_id, None, [])
                 await add_turn(
                     conn,
                     cid,
                     user_id,
                     question,
                     "An answer [1].",
-                    [{"index": 1, "document_id": doc_id, "path": "/w/a.md", "snippet": "x"}],
+                    [
+                        {
+                            "index": 1,
+                            "document_id": doc_id,
+                            "collection": collection,
+                            "path": "/w/a.md",
+                            "snippet": "x",
+                        }
+                    ],
                     10,
                     3,
                 )
@@ -57,7 +67,7 @@ def two_users(
     row = db.execute("SELECT id FROM documents WHERE path = '/w/a.md'").fetchone()
     assert row is not None
     db.commit()
-    ann_cid = seed(pg_url, ann.id, "What does E-4471 mean?", row[0])
+    ann_cid = seed(pg_url, ann.id, "What does E-4471 mean?", row[0], "ann-notes")
     bob_cid = seed(pg_url, bob.id, "When to water?")
     # a closed port: no LLM backend is listening
     settings = get_settings(database_url=pg_url, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")

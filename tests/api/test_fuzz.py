@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import schemathesis
@@ -26,6 +27,14 @@ from retrieval import index
 from tests.conftest import free_port
 from tests.factories import HashEmbedder, make_document
 from tests.mock_llm import MockLLM, serve
+
+# The server runs in a thread of this process, and the libraries under it (Celery, kombu, redis)
+# draw from the global `random` while Hypothesis generates a case in the main thread; Hypothesis
+# takes the changed global state for a strategy using `random` and warns, at random.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
 
 EMB = HashEmbedder()
 FUZZ = settings(
@@ -51,6 +60,7 @@ def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
             hearth_data_dir=data,
             llm_base_url=mock.url,
             llm_model="mock",
+            rate_limit_rps=0,  # or most generated requests would only meet the rate limit
         )
         port = free_port()
         server = uvicorn.Server(
@@ -96,6 +106,13 @@ def fuzz(base: str, check: Callable[[Any], None], modes: tuple[GenerationMode, .
     return len(ops)
 
 
+def assert_openai_error_body(response: httpx.Response) -> None:
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert {"type", "param", "code"} <= set(error)
+
+
 def assert_openai_error(response: Any) -> None:
     assert response.headers["content-type"][0].startswith("application/json"), response.text
     error = response.json()["error"]
@@ -103,14 +120,25 @@ def assert_openai_error(response: Any) -> None:
     assert {"type", "param", "code"} <= set(error)
 
 
-def test_no_request_gets_a_server_error(server: tuple[str, str]) -> None:
+def reinstate(pg_url: str) -> None:
+    """Undo what a generated admin call may have done to the fuzzing admin (revoke its token,
+    disable or demote it), so that every later case is still tried past authentication."""
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("UPDATE users SET disabled = false, role = 'admin' WHERE name = 'ann'")
+        db.execute("UPDATE tokens SET revoked_at = NULL, expires_at = NULL")
+
+
+def test_no_request_gets_a_server_error(server: tuple[str, str], pg_url: str) -> None:
     base, token = server
 
     def check(case: Any) -> None:
         response = case.call(base_url=base, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code < 500, (case.method, case.path, response.text)
+        assert response.status_code != 401, (case.method, case.path, response.text)
         if response.status_code >= 400:
             assert_openai_error(response)
+        if case.path.startswith("/v1/admin/"):
+            reinstate(pg_url)
 
     assert fuzz(base, check) >= 10  # chat, models, files, search, embeddings, conversations…
 
@@ -126,3 +154,23 @@ def test_without_a_token_every_route_is_401(server: tuple[str, str]) -> None:
         assert_openai_error(response)
 
     fuzz(base, check)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/ui/me"),
+        ("GET", "/ui/documents"),
+        ("POST", "/ui/documents/1/reindex"),
+        ("GET", "/metrics"),
+    ],
+)
+def test_the_ui_and_metrics_routes_without_a_token_are_401(
+    server: tuple[str, str], method: str, path: str
+) -> None:
+    """The routes outside /v1 and outside the OpenAPI document, tried by hand."""
+    base, _ = server
+    for headers in ({}, {"Cookie": "hearth_session=forged"}, {"X-Hearth-UI": "1"}):
+        response = httpx.request(method, base + path, headers=headers)
+        assert response.status_code == 401, (method, path, headers, response.text)
+        assert_openai_error_body(response)

@@ -117,6 +117,7 @@ def everything(c: As, doc_ids: dict[str, int]) -> str:
     keep(c.get("/v1/files"))
     for doc_id in doc_ids.values():
         keep(c.get(f"/v1/files/file-{doc_id}"))
+        keep(c.get(f"/v1/files/file-{doc_id}/content"))
     for conv in keep(c.get("/v1/conversations")).json()["data"]:
         keep(c.get(f"/v1/conversations/{conv['id']}"))
     return "\n".join(out)
@@ -175,8 +176,20 @@ def test_a_grant_works_and_its_revocation_takes_effect_on_the_next_request(
     db.commit()
     assert not bob_sees_ann()
     assert bob.get(f"/v1/files/file-{doc_ids['ann']}").status_code == 404
-    stored = bob.get(f"/v1/conversations/{cid}").json()
-    assert MARKERS["ann"] not in json.dumps([m["sources"] for m in stored["messages"]])
+    # the stored answer quoted Ann's passage (the backend echoes its prompt): it is withheld,
+    # and never replayed into a prompt, whether the history comes from the server or not
+    stored = bob.get(f"/v1/conversations/{cid}")
+    assert stored.status_code == 200 and MARKERS["ann"] not in stored.text
+    answer = stored.json()["messages"][1]
+    assert answer["withheld"] is True and answer["sources"] == []
+    follow_up = bob.post(
+        "/v1/chat/completions",
+        headers={"X-Conversation-Id": cid},
+        json={"model": "hearth", "messages": [{"role": "user", "content": "And the hall?"}]},
+    )
+    assert follow_up.status_code == 200 and MARKERS["ann"] not in follow_up.text
+    assert follow_up.headers["X-Conversation-Id"] == cid
+    assert MARKERS["ann"] not in bob.get(f"/v1/conversations/{cid}").text
     # the same through a group
     access.add_to_group(db, "bob", "family")
     access.grant(db, "ann-private", group="family")

@@ -234,7 +234,9 @@ def test_upload_ask_cite_reload_and_sign_out(
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
 
     # upload with the file picker, with progress, and watch it become indexed (live updates)
+    # into a collection of its own: tests/e2e index the same manual in `default` on this stack
     page.locator("#tab-docs").click()
+    page.locator("#upload-collection").fill("manuals")
     pdf = tmp_path / "pump-manual.pdf"
     make_pdf(pdf)
     upload_with_picker(page, pdf.name, pdf.read_bytes(), "application/pdf")
@@ -247,12 +249,12 @@ def test_upload_ask_cite_reload_and_sign_out(
 
     # ask in the collection the file went to, and watch the answer stream in
     page.locator("#tab-chat").click()
-    expect(page.locator("#collection option[value='hearth:default']")).to_have_count(1)
-    page.locator("#collection").select_option("hearth:default")
+    expect(page.locator("#collection option[value='hearth:manuals']")).to_have_count(1)
+    page.locator("#collection").select_option("hearth:manuals")
     watch_streaming(page)
     answer = ask(page, "How often must the heat pump air filter be cleaned?")
     request = tab.chat_requests[-1]
-    assert request["body"]["model"] == "hearth:default" and request["body"]["stream"] is True
+    assert request["body"]["model"] == "hearth:manuals" and request["body"]["stream"] is True
     assert request["headers"]["x-hearth-footer"] == "off"
     assert request["headers"]["x-hearth-ui"] == "1"
     lengths = page.evaluate("window.__lengths")

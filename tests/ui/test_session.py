@@ -230,9 +230,11 @@ class RecordingQueue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[Any], str]] = []
+        self.headers: list[dict[str, Any]] = []
 
-    def send_task(self, name: str, args: list[Any], queue: str) -> None:
+    def send_task(self, name: str, args: list[Any], queue: str, headers: dict[str, Any]) -> None:
         self.sent.append((name, args, queue))
+        self.headers.append(headers)
 
     def close(self) -> None:
         pass
@@ -258,9 +260,10 @@ def test_documents_list_and_reindex(setup: Setup) -> None:
     queue = RecordingQueue()
     setup.app.state.hearth.celery = queue
     assert c.post(url).status_code == 403  # cookie without the UI header
-    r = c.post(url, headers=UI)
+    r = c.post(url, headers={**UI, "X-Request-ID": "reindex-42"})
     assert r.status_code == 200 and r.json()["status"] == "queued"
     assert queue.sent == [(TASK_INGEST, ["/w/a.md", "house", "watch"], INTERACTIVE_QUEUE)]
+    assert queue.headers == [{"request_id": "reindex-42"}]  # the worker logs the same id
     db.commit()
     assert db.execute("SELECT status, content_hash FROM documents").fetchone() == ("queued", None)
     busy = c.post(url, headers=UI)
