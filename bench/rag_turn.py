@@ -147,7 +147,7 @@ async def measure_stages(
             marks.append(now())
             async with pool.connection() as conn:
                 readable = await access.readable(conn, user)
-                await open_conversation(conn, user.id, None)
+                await open_conversation(conn, user.id, None, readable)
             marks.append(now())
             vector = (await asyncio.to_thread(embedder.embed, [q]))[0]
             marks.append(now())
