@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from core.db import async_pool
 from core.embedder import Embedder, embedder_for
 from core.offline import go_offline
-from core.settings import Settings
+from core.settings import Settings, redis_client_url
 from workers.celery_app import create_celery
 
 from . import errors
@@ -35,7 +35,6 @@ from .routes import (
     search,
     ui,
 )
-from .routes.health import redis_client_url
 from .state import AppState
 
 

@@ -2,16 +2,22 @@
 tokens, retrieval, LLM errors) and what is read when scraped (queue depth, documents by status).
 
 Each app has its own registry (not prometheus_client's global one), so tests that build many apps
-do not share counts. Workers are separate processes and export nothing here.
+do not share counts. The workers' totals (tasks, files, embedding calls) are kept in Redis by
+workers.metrics and read at scrape time into `WorkerTotals`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workers.metrics import EMBED_BUCKETS
 
 from .llm import LLMError
 
@@ -86,6 +92,9 @@ class Metrics:
             registry=r,
         )
 
+        self.workers = WorkerTotals()
+        r.register(self.workers)
+
     def llm_error(self, exc: LLMError) -> None:
         self.llm_errors.labels(exc.code or "none", str(exc.status)).inc()
 
@@ -101,6 +110,49 @@ class Metrics:
 
     def retrieval(self, caller: str, started: float) -> None:
         self.retrieval_seconds.labels(caller).observe(time.perf_counter() - started)
+
+
+class WorkerTotals(Collector):
+    """The workers' counts as last read from Redis (all workers, all machines): exported as
+    counters and a histogram, though this process only relays them."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, int] = {}
+        self.files: dict[str, int] = {}
+        self.embed: dict[str, int] = {}
+
+    def set(self, tasks: dict[str, int], files: dict[str, int], embed: dict[str, int]) -> None:
+        self.tasks, self.files, self.embed = tasks, files, embed
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = CounterMetricFamily(
+            "hearth_worker_tasks",
+            "Task runs finished by the workers, by task and final state (SUCCESS, FAILURE, RETRY).",
+            labels=("task", "state"),
+        )
+        for field, n in sorted(self.tasks.items()):
+            name, _, state = field.rpartition("|")
+            tasks.add_metric((name, state), n)
+        yield tasks
+        files = CounterMetricFamily(
+            "hearth_ingest_files",
+            "Files the workers processed, by outcome (indexed, unchanged, failed, needs_ocr, ...).",
+            labels=("outcome",),
+        )
+        for outcome, n in sorted(self.files.items()):
+            files.add_metric((outcome,), n)
+        yield files
+        cumulative, buckets = 0, []
+        for bound in (*map(str, EMBED_BUCKETS), "+Inf"):
+            cumulative += self.embed.get(f"le:{bound}", 0)
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            "hearth_embed_texts_per_call",
+            "Texts per embedding call in the workers (one document's chunks; the model gets at"
+            " most EMBED_BATCH_SIZE of them at a time).",
+            buckets=buckets,
+            sum_value=self.embed.get("sum", 0),
+        )
 
 
 class RequestMetrics:

@@ -261,3 +261,12 @@ def get_settings(**overrides: object) -> Settings:
         msg = err.get("msg", "invalid value").removeprefix("Value error, ")
         where = f"{loc}: " if loc else ""
         raise SettingsError(f"invalid setting {where}{msg}") from None
+
+
+def redis_client_url(url: str) -> str:
+    """REDIS_URL for redis-py: Celery's `redis+socket://` form becomes `unix://`."""
+    return (
+        "unix://" + url.removeprefix("redis+socket://")
+        if url.startswith("redis+socket://")
+        else url
+    )

@@ -18,7 +18,7 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     broker = broker_url or settings.redis_url
     if not broker:
         raise ValueError("REDIS_URL is not set (hearth up sets it for the embedded Redis)")
-    app = Celery("hearth", broker=broker, include=["workers.tasks"])
+    app = Celery("hearth", broker=broker, include=["workers.tasks", "workers.metrics"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from core.migrate import available
+from core.settings import redis_client_url
 
 from ..state import State
 
@@ -25,15 +26,6 @@ log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 5.0
 OK = ("ok", "not configured")
-
-
-def redis_client_url(url: str) -> str:
-    """Celery's `redis+socket://` form as redis-py's `unix://`."""
-    return (
-        "unix://" + url.removeprefix("redis+socket://")
-        if url.startswith("redis+socket://")
-        else url
-    )
 
 
 @functools.cache

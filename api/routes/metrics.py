@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from retrieval.documents import LIVE_STATUSES
 from workers.celery_app import INGEST_QUEUE, INTERACTIVE_QUEUE
+from workers.metrics import EMBED_KEY, FILES_KEY, TASKS_KEY
 
 from ..auth import current_user
 from ..errors import APIError
@@ -45,8 +46,11 @@ async def refresh(state: AppState) -> None:
     """Set the gauges read at scrape time. A part that cannot be read is left out of this
     scrape (and logged) rather than failing it: the other metrics still say what happened."""
     m = state.metrics
-    counts, depths = await asyncio.gather(
-        _documents_by_status(state), _queue_depths(state.redis), return_exceptions=True
+    counts, depths, totals = await asyncio.gather(
+        _documents_by_status(state),
+        _queue_depths(state.redis),
+        _worker_totals(state.redis),
+        return_exceptions=True,
     )
     # no await from here on: concurrent scrapes cannot interleave between clear and set
     m.documents.clear()
@@ -63,6 +67,10 @@ async def refresh(state: AppState) -> None:
     else:
         for queue, n in depths.items():
             m.queue_depth.labels(queue).set(n)
+    if isinstance(totals, BaseException):
+        log.warning("metrics: worker totals unavailable: %s", totals)
+    else:
+        m.workers.set(*totals)
 
 
 async def _documents_by_status(state: AppState) -> dict[str, int]:
@@ -81,3 +89,22 @@ async def _queue_depths(redis: aioredis.Redis | None) -> dict[str, int]:
         lengths = await pipe.execute()
     n = len(PRIORITY_SUFFIXES)
     return {q: sum(lengths[i * n : (i + 1) * n]) for i, q in enumerate(QUEUES)}
+
+
+async def _worker_totals(
+    redis: aioredis.Redis | None,
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """The workers' counts (workers.metrics), summed over every worker that shares this Redis."""
+    if redis is None:
+        return {}, {}, {}
+    async with asyncio.timeout(READ_TIMEOUT_S), redis.pipeline(transaction=False) as pipe:
+        for key in (TASKS_KEY, FILES_KEY, EMBED_KEY):
+            pipe.hgetall(key)
+        tasks, files, embed = [
+            {_text(k): int(v) for k, v in found.items()} for found in await pipe.execute()
+        ]
+    return tasks, files, embed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -439,12 +439,16 @@ def test_hostile_documents_and_answers_never_run(open_tab: Callable[..., Tab], s
     # a stored answer whose Markdown carries every usual payload, with hostile sources
     me = context.request.get("/ui/me").json()
     cid = str(uuid.uuid4())
-    ((doc_id,),) = site.query(
-        "SELECT id FROM documents WHERE path LIKE %s AND status = 'indexed'", "%/pantry-notes.txt"
+    ((doc_id, collection),) = site.query(
+        "SELECT id, collection FROM documents WHERE path LIKE %s AND status = 'indexed'",
+        "%/pantry-notes.txt",
     )
     source = {
         "index": 1,
-        "document_id": doc_id,  # a document the user may read: others' sources are hidden
+        # a document the user may read: others' sources are hidden, and an answer citing a
+        # collection the user cannot read is withheld
+        "document_id": doc_id,
+        "collection": collection,
         "path": f"/w/{HOSTILE}.md",
         "title": HOSTILE,
         "page": None,
