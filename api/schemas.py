@@ -53,7 +53,7 @@ class ChatRequest(BaseModel):
     def backend_params(self) -> dict[str, Any]:
         """Sampling parameters passed through to the backend as given."""
         out: dict[str, Any] = {}
-        for key in ("temperature", "top_p", "stop", "seed", "response_format"):
+        for key in ("temperature", "top_p", "stop", "seed", "response_format", "user"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -41,6 +41,16 @@ _INLINE_TYPES = frozenset(
 )
 
 
+# OpenAI's file statuses, which clients poll (the SDK's `files.wait_for_processing` waits for
+# "processed" or "error"); Hearth's own, finer one is `index_status`
+OPENAI_STATUS = {
+    "queued": "uploaded",
+    "parsing": "uploaded",
+    "embedding": "uploaded",
+    "indexed": "processed",
+}  # anything else (failed, needs_ocr) is "error"
+
+
 def file_object(doc: DocumentInfo) -> dict[str, Any]:
     """A document as an OpenAI file object, plus Hearth's own fields."""
     return {
@@ -50,8 +60,9 @@ def file_object(doc: DocumentInfo) -> dict[str, Any]:
         "created_at": int(doc.created_at.timestamp()),
         "filename": Path(doc.path).name,
         "purpose": doc.purpose or DEFAULT_PURPOSE,
-        "status": doc.status,
+        "status": OPENAI_STATUS.get(doc.status, "error"),
         "status_details": doc.error if doc.status in PROBLEM_STATUSES else None,
+        "index_status": doc.status,
         "collection": doc.collection,
         "chunk_count": doc.chunk_count,
         "source": doc.source,
@@ -214,7 +225,7 @@ async def list_files(
 
     Only documents in collections `user` may read are listed.
     """
-    if status is not None and status not in LIVE_STATUSES:
+    if status is not None and status not in LIVE_STATUSES:  # Hearth's index_status values
         raise APIError(400, f"status must be one of {', '.join(LIVE_STATUSES)}.", param="status")
     after_id = None
     if after is not None:

@@ -43,6 +43,11 @@ DOCS = (
 
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
+    return seed(db)
+
+
+def seed(db: psycopg.Connection) -> str:
+    """Index DOCS and return an admin token (for the chat tests in other modules too)."""
     for path, collection, text in DOCS:
         doc = make_document(path, [text], title=path.rsplit("/", 1)[-1])
         doc.collection = collection
@@ -334,3 +339,58 @@ def test_a_client_that_disconnects_cancels_the_backend_stream(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_sampling_parameters_reach_the_backend_unchanged(
+    pg_url: str, token: str, mock: MockLLM
+) -> None:
+    given = {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "stop": ["\n\n", "END"],
+        "seed": 42,
+        "response_format": {"type": "json_object"},
+        "user": "ann@phone",
+    }
+    with client(pg_url, token, mock) as c:
+        for model in ("hearth", "mock"):
+            for budget in ({"max_tokens": 77}, {"max_completion_tokens": 77}):
+                body = ask(
+                    "What does E-4471 mean?", model, n=1, logit_bias={"42": 1}, future={"x": 1}
+                )
+                r = c.post("/v1/chat/completions", json={**body, **given, **budget})
+                assert r.status_code == 200, r.text
+                sent = mock.requests[-1]
+                assert {k: sent.get(k) for k in given} == given, model
+                assert sent["max_tokens"] == 77  # the one the context budget was made for
+                assert not {"n", "logit_bias", "future", "max_completion_tokens"} & set(sent)
+
+
+def test_metadata_conversation_id_continues_a_thread_like_the_header(
+    pg_url: str, token: str, mock: MockLLM
+) -> None:
+    mock.reply = lambda messages: f"Answer {len(messages)}."
+    with client(pg_url, token, mock) as c:
+        sent = []
+        for how in ("header", "metadata"):
+            cid = c.post("/v1/chat/completions", json=ask("First?", "mock")).headers[
+                "X-Conversation-Id"
+            ]
+            follow = ask("And then?", "mock")
+            if how == "header":
+                r = c.post("/v1/chat/completions", json=follow, headers={"X-Conversation-Id": cid})
+            else:
+                r = c.post(
+                    "/v1/chat/completions", json={**follow, "metadata": {"conversation_id": cid}}
+                )
+            assert r.headers["X-Conversation-Id"] == cid and r.json()["conversation_id"] == cid
+            sent.append(mock.requests[-1]["messages"])
+            stored = c.get(f"/v1/conversations/{cid}").json()["messages"]
+            assert [m["content"] for m in stored] == [
+                "First?",
+                "Answer 1.",
+                "And then?",
+                "Answer 3.",
+            ]
+        assert sent[0] == sent[1]
+        assert [m["content"] for m in sent[1]] == ["First?", "Answer 1.", "And then?"]

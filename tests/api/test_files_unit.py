@@ -143,9 +143,10 @@ def test_upload_is_stored_recorded_and_queued(client: TestClient, env, queue) ->
     body = r.json()
     assert body["id"].startswith("file-") and body["object"] == "file"
     assert body["bytes"] == len(NOTES) and isinstance(body["created_at"], int)
-    assert (body["filename"], body["purpose"], body["status"]) == (
+    assert (body["filename"], body["purpose"], body["status"], body["index_status"]) == (
         "boiler.md",
         "user_data",
+        "uploaded",  # OpenAI's word for it; Hearth's own is index_status
         "queued",
     )
     assert (body["collection"], body["chunk_count"], body["status_details"]) == ("default", 0, None)
@@ -253,7 +254,10 @@ def test_list_shows_watched_and_uploaded_and_pages(client: TestClient, env, db) 
     listing = client.get("/v1/files").json()
     assert listing["object"] == "list" and listing["has_more"] is False
     assert [f["id"] for f in listing["data"]] == [*reversed(ids), f"file-{watched}"]
-    assert listing["data"][-1]["source"] == "watch" and listing["data"][-1]["status"] == "indexed"
+    assert (
+        listing["data"][-1]["source"] == "watch"
+        and listing["data"][-1]["index_status"] == "indexed"
+    )
 
     page = client.get("/v1/files", params={"limit": 2}).json()
     assert page["has_more"] is True and page["last_id"] == ids[1]
@@ -305,7 +309,8 @@ def test_deleting_a_watched_file_is_409(client: TestClient, env, db) -> None:  #
     err = r.json()["error"]
     assert err["code"] == "file_in_watched_folder"
     assert "watched folder" in err["message"] and "pump.md" in err["message"]
-    assert client.get(f"/v1/files/file-{doc_id}").json()["status"] == "indexed"
+    obj = client.get(f"/v1/files/file-{doc_id}").json()
+    assert (obj["status"], obj["index_status"]) == ("processed", "indexed")
 
 
 def test_deleting_a_file_indexed_from_elsewhere_keeps_it_on_disk(

@@ -1,18 +1,24 @@
 """OpenAI compatibility against the real stack and the real CPU model: the openai SDK (stream with
-usage, typed errors), LangChain's ChatOpenAI, model ids, a long conversation that must be fitted
-into the model's window, and follow-ups. (That a disconnect closes the backend stream is tested
-with a scripted backend in tests/api/test_chat_api.py.)"""
+usage, typed errors), LangChain's ChatOpenAI, model ids, stream chunks and the model list checked
+against the SDK's types, a long conversation that must be fitted into the model's window,
+follow-ups, and a client that disconnects aborting vLLM's request (vLLM's own /metrics say so)."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections import defaultdict
 
 import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
-from openai.types.chat import ChatCompletion
+from openai.pagination import SyncPage
+from openai.types import Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.test_chat_api import sse_events
 
 from .stack import Stack
 
@@ -152,3 +158,77 @@ def test_a_follow_up_gets_a_standalone_search_query(boiler: Stack) -> None:
         assert r["search_query"] and r["search_query"] != follow
         stored = http.get(f"/conversations/{cid}").json()
         assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 2
+
+
+def test_real_stream_chunks_and_the_model_list_validate(boiler: Stack) -> None:
+    headers = {"Authorization": f"Bearer {boiler.token}"}
+    with httpx.Client(base_url=boiler.api + "/v1", headers=headers, timeout=300) as http:
+        models = SyncPage[Model].model_validate(http.get("/models").json())
+        assert {m.id for m in models.data} >= {"hearth", "hearth:default", "smollm2"}
+        r = http.post(
+            "/chat/completions",
+            json={
+                "model": "hearth",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "max_tokens": 30,
+                "messages": [{"role": "user", "content": QUESTION}],
+            },
+        )
+    events = sse_events(r.text)
+    assert r.status_code == 200 and events[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
+    final, usage = chunks[-2], chunks[-1]
+    assert final.choices[0].finish_reason in ("stop", "length")
+    assert isinstance((final.model_extra or {})["sources"], list)
+    assert usage.choices == [] and usage.usage is not None and usage.usage.prompt_tokens > 0
+
+
+def vllm_metrics(stack: Stack) -> dict[str, float]:
+    """vLLM's own Prometheus metrics, summed over labels but `finished_reason`."""
+    url = f"http://127.0.0.1:{stack.env['LLM_LOCAL_PORT']}/metrics"
+    out: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(httpx.get(url, timeout=30).text):
+        for sample in family.samples:
+            reason = sample.labels.get("finished_reason")
+            out[sample.name + (f"[{reason}]" if reason else "")] += sample.value
+    return out
+
+
+def finished_normally(metrics: dict[str, float]) -> float:
+    return sum(metrics[f"vllm:request_success_total[{r}]"] for r in ("stop", "length"))
+
+
+def test_a_client_that_disconnects_aborts_the_real_backend_request(boiler: Stack) -> None:
+    """A long answer is started and the client goes away after its first tokens: vLLM stops
+    running the request without it ever finishing (by a stop or by max_tokens)."""
+    before = vllm_metrics(boiler)
+    assert {f"vllm:request_success_total[{r}]" for r in ("stop", "length")} <= set(before)
+    body = {
+        "model": "smollm2",
+        "stream": True,
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
+    }
+    headers = {"Authorization": f"Bearer {boiler.token}"}
+    with (
+        httpx.Client(timeout=300) as http,
+        http.stream("POST", boiler.api + "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        assert r.status_code == 200
+        got = 0
+        for line in r.iter_lines():
+            got += line.startswith("data: {") and '"content"' in line
+            if got == 5:
+                break
+        deadline = time.monotonic() + 60
+        while vllm_metrics(boiler)["vllm:num_requests_running"] < 1:
+            assert time.monotonic() < deadline, "vLLM never showed the request running"
+            time.sleep(0.2)
+    deadline = time.monotonic() + 120  # generating 2000 tokens on CPU takes far longer
+    while (after := vllm_metrics(boiler))["vllm:num_requests_running"] > 0:
+        assert time.monotonic() < deadline, "vLLM still runs the abandoned request"
+        time.sleep(0.5)
+    assert finished_normally(after) == finished_normally(before), {
+        k: v for k, v in after.items() if k.startswith("vllm:request_success")
+    }

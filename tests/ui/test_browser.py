@@ -488,3 +488,69 @@ def test_hostile_documents_and_answers_never_run(open_tab: Callable[..., Tab], s
     assert_no_script_ran(page)
     tab.assert_clean()
     assert context.request.delete(f"/v1/conversations/{cid}", headers={"X-Hearth-UI": "1"}).ok
+
+
+def tiny_png() -> bytes:
+    """A real 8x8 PNG: an image Hearth cannot read without OCR."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_failures_other_devices_and_the_dark_theme(
+    open_tab: Callable[..., Tab], site: Stack
+) -> None:
+    assert site.token
+    dark = open_tab(DESKTOP, color_scheme="dark")
+    sign_in(dark, site.token)
+    page = dark.page
+
+    # files Hearth cannot index show why, live, and nothing else is lost
+    page.locator("#tab-docs").click()
+    upload_by_drop(page, "blank-notes.txt", "")
+    page.locator("#file-input").set_input_files(
+        files=[{"name": "receipt-scan.png", "mimeType": "image/png", "buffer": tiny_png()}]
+    )
+    blank = document_row(page, "blank-notes.txt")
+    expect(blank).to_have_attribute("data-status", "failed", timeout=INDEX_TIMEOUT_MS)
+    expect(blank.locator(".doc-error")).to_contain_text("empty")
+    scan = document_row(page, "receipt-scan.png")
+    expect(scan).to_have_attribute("data-status", "needs_ocr", timeout=INDEX_TIMEOUT_MS)
+    expect(scan.locator(".status")).to_have_text("needs OCR")
+
+    # a conversation started on one device (the page's own request) shows on another
+    title = f"Asked on the laptop {uuid.uuid4().hex[:8]}"
+    backend = next(
+        m["id"]
+        for m in dark.context.request.get("/v1/models").json()["data"]
+        if m["owned_by"] != "hearth"
+    )
+    started = dark.context.request.post(
+        "/v1/chat/completions",
+        headers={"X-Hearth-UI": "1", "Content-Type": "application/json"},
+        data=json.dumps(
+            {"model": backend, "max_tokens": 8, "messages": [{"role": "user", "content": title}]}
+        ),
+    )
+    assert started.status == 200, started.text()
+    cid = started.headers["x-conversation-id"]
+    phone = open_tab(PHONE, color_scheme="light")
+    sign_in(phone, site.token)
+    phone.page.locator("#menu-btn").click()
+    item = phone.page.locator(f".conv-item[data-id='{cid}']")
+    expect(item).to_contain_text(title)
+    item.click()
+    expect(phone.page.locator(".msg.user").first).to_have_text(title)
+
+    # the theme follows the system setting
+    def background(tab: Tab) -> str:
+        return str(tab.page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+    assert background(dark) == "rgb(22, 20, 18)"  # --bg of the dark scheme, #161412
+    assert background(phone) == "rgb(250, 249, 247)"  # --bg of the light scheme, #faf9f7
+    dark.assert_clean()
+    phone.assert_clean()
