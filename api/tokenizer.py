@@ -1,14 +1,14 @@
 """Counting prompt tokens the way the served model does, so a request always fits its window.
 
 With the model's `tokenizer.json` (the local model's, or LLM_TOKENIZER) counts are exact; for a
-remote backend whose tokenizer Hearth does not have, a conservative estimate (3 characters a
-token, where English averages about 4) keeps requests inside the window at the cost of fewer
-passages.
+remote backend whose tokenizer Hearth does not have, a conservative estimate keeps requests
+inside the window at the cost of fewer passages (`estimate`). Set LLM_TOKENIZER for exact counts.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +25,28 @@ MESSAGE_OVERHEAD = 8
 REPLY_OVERHEAD = 24
 
 
+# a word; spaces before a word (which BPE merges into it); other spaces; ASCII; anything else
+_PIECES = re.compile(r"([A-Za-z]+)|(\s+(?=[A-Za-z]))|(\s+)|([\x00-\x7f])|(.)", re.DOTALL)
+
+
+def estimate(text: str) -> int:
+    """An upper estimate of the tokens of `text` in an unknown BPE tokenizer: a token per 4
+    letters of a word (English words are mostly one), per digit, per punctuation mark, per run
+    of spaces not followed by a word, and per UTF-8 byte of anything else (a byte-level BPE
+    never needs more), so numbers, code, Chinese and emoji are not undercounted."""
+    n = 1
+    for letters, lead, space, ascii_char, other in _PIECES.findall(text):
+        if letters:
+            n += (len(letters) + 3) // 4
+        elif lead:
+            n += "\n" in lead
+        elif space or ascii_char:
+            n += 1
+        else:
+            n += len(other.encode("utf-8", "surrogatepass"))
+    return n
+
+
 class TokenCounter:
     """`count(text)` in the served model's tokens; `exact` says whether it is the real tokenizer."""
 
@@ -34,7 +56,7 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         if self._tok is None:
-            return len(text) // 3 + 1
+            return estimate(text)
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
     def messages(self, messages: Sequence[dict[str, str]]) -> int:

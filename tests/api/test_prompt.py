@@ -111,3 +111,21 @@ def test_a_question_that_cannot_fit_is_refused(counter: TokenCounter) -> None:
         build_prompt(
             "word " * 5000, [], [], counter=counter, context_tokens=1000, max_answer_tokens=100
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "供暖系统的过滤器每六周清洗一次，压力低于一巴时请检查水泵。" * 20,
+        "Der Wärmepumpenfilter muss alle sechs Wochen gereinigt werden – äöüß. " * 20,
+        "🔥🏠💧 heat, home, water 🔥🏠💧 " * 30,
+        "The harvest festival moved to the old mill by the river. " * 60,
+        "def f(x):\n    return {'a': [1, 2, 3]}\n" * 30,
+        "Error E-4471 at 12:45 on 2024-03-01: pressure 1.2 bar. " * 20,
+    ],
+)
+def test_the_estimate_does_not_undercount_text_and_code(counter: TokenCounter, text: str) -> None:
+    """Without the backend's tokenizer, prose in several scripts, emoji, code and numbers still
+    fit. (Random identifiers such as hashes can still beat it: that is what LLM_TOKENIZER and
+    the backend's own context-length error, answered as a 400, are for.)"""
+    assert TokenCounter().count(text) >= counter.count(text)
