@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from core.settings import Settings, redis_client_url
 from workers.celery_app import create_celery
 
 from . import errors
+from .index_embedder import IndexEmbedder
 from .limits import BodyLimit
 from .llm import LLMClient
 from .metrics import Metrics, RequestMetrics
@@ -48,9 +50,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         go_offline()
-        emb: Embedder = (
+        loaded: Embedder = (
             embedder if embedder is not None else await asyncio.to_thread(embedder_for, settings)
         )
+        # follows the index's model: `hearth reindex` may switch it while the API runs
+        emb = IndexEmbedder(loaded, functools.partial(embedder_for, settings))
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)
         celery = create_celery(settings) if settings.redis_url else None
@@ -80,10 +84,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 metrics=measured,
             )
             health = asyncio.create_task(llm.run_health_checks(settings.llm_health_interval_s))
+            follow = asyncio.create_task(emb.watch(pool))
             try:
                 yield
             finally:
                 health.cancel()
+                follow.cancel()
                 if redis is not None:
                     await redis.aclose()
                 await pool.close()

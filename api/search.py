@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ from retrieval.rerank import Reranker, load_reranker
 from retrieval.search import SearchParams, search
 
 from .errors import APIError
+from .index_embedder import IndexEmbedder
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -131,8 +133,22 @@ async def run_search(
         settings, limit=req.k or settings.top_k, mode=req.mode, filter=filt
     )
     reranker = await _reranker(settings, req.rerank)
+    following = embedder if isinstance(embedder, IndexEmbedder) else None
+    used = following.current if following else embedder  # one model per query
     vector = None
     if req.mode != "lexical":
-        vector = await query_vector(embedder, req.query)
-    async with pool.connection() as conn:
-        return await search(conn, req.query, vector, params, reranker)
+        vector = await query_vector(used, req.query)
+    try:
+        async with pool.connection() as conn:
+            return await search(conn, req.query, vector, params, reranker)
+    except psycopg.errors.DataException as exc:
+        # `hearth reindex` switched the index to a model of another dimension since the query
+        # was embedded: load that model (or wait for the poll loading it) and search again
+        if following is None or vector is None or "dimensions" not in str(exc):
+            raise
+        await following.follow(pool)
+        if following.current is used:
+            raise
+        vector = await query_vector(following.current, req.query)
+        async with pool.connection() as conn:
+            return await search(conn, req.query, vector, params, reranker)

@@ -19,8 +19,11 @@ import numpy as np
 
 
 class Embedder(Protocol):
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return L2-normalised float32 vectors, one row per text."""
@@ -238,10 +241,11 @@ def load_embedder(
     )
 
 
-def embedder_for(settings: Settings) -> SentenceTransformerEmbedder:
-    """The embedder Settings describe: EMBED_MODEL on EMBED_BACKEND, exports under the data dir."""
+def embedder_for(settings: Settings, model: str | None = None) -> SentenceTransformerEmbedder:
+    """The embedder Settings describe: EMBED_MODEL (or `model`, the index's after `hearth
+    reindex` switched it) on EMBED_BACKEND, exports under the data dir."""
     return load_embedder(
-        settings.embed_model,
+        model or settings.embed_model,
         settings.embed_batch_size,
         backend=settings.embed_backend,
         cache_dir=settings.hearth_data_dir / "models" / "onnx",

@@ -44,7 +44,8 @@ def migrate(url: str, *, embed_model: str, embed_dim: int, reembed: bool = False
     """Apply pending migrations and pin the embedding model; return the names applied.
 
     Refuses (IndexModelMismatch) when the index holds vectors of another model, unless `reembed`,
-    which switches the index to the new model and queues every document for re-embedding.
+    which empties the index, switches it to the new model and queues every document for
+    re-embedding (offline; `hearth reindex` changes the model while search keeps serving).
     """
     done: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
@@ -82,9 +83,14 @@ def _pin_embedder(conn: psycopg.Connection, model: str, dim: int, reembed: bool)
         raise IndexModelMismatch(
             f"the index was built with embedding model {meta.get('embed_model')!r} "
             f"(dim {meta.get('embed_dim')}), but EMBED_MODEL is {model!r} (dim {dim}); "
-            "set EMBED_MODEL back, or run `hearth migrate --reembed` to rebuild the index"
+            f"set EMBED_MODEL={meta.get('embed_model')}, or move the index to {model}: "
+            f"`hearth reindex --embed-model {model}` (search keeps serving meanwhile) or "
+            "`hearth migrate --reembed` (empties the index and re-ingests every file)"
         )
     with conn.transaction():
+        # an unfinished `hearth reindex` (retrieval.reembed) is dropped with the old vectors
+        conn.execute("ALTER TABLE chunks DROP COLUMN IF EXISTS embedding_next")
+        conn.execute("DELETE FROM index_meta WHERE key IN ('next_embed_model', 'next_embed_dim')")
         conn.execute("DELETE FROM chunks")
         conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
         conn.execute(f"ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({int(dim)})")

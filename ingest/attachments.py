@@ -79,7 +79,8 @@ def index_attachments(
                 chunks=chunks,
                 metadata={"attachment_of": parent},
             )
-            index.replace_chunks(conn, doc, embedder.embed([c.embed_text for c in chunks]))
+            vectors = embedder.embed([c.embed_text for c in chunks])
+            index.replace_chunks(conn, doc, vectors, model=embedder.name)
             conn.commit()
     drop_attachments(conn, parent, keep)
 

@@ -205,7 +205,7 @@ def _ingest_locked(
         source=opts.source,
         chunks=chunks,
     )
-    index.replace_chunks(conn, doc, vectors)
+    index.replace_chunks(conn, doc, vectors, model=embedder.name)
     conn.commit()
     log.info("indexed %s: %d chunks", key, len(chunks))
     if parsed.attachments or existing is not None:

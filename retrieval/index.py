@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,18 @@ _CHUNK_TYPES = [
     "integer",
     "vector",
 ]
+
+
+class IndexModelChanged(RuntimeError):
+    """The index was switched (`hearth reindex`) away from the model these vectors come from;
+    embed them again with the index's model, `index_model`."""
+
+    def __init__(self, model: str, index_model: str) -> None:
+        super().__init__(
+            f"the index now uses embedding model {index_model!r}; vectors of {model!r} are refused"
+        )
+        self.model = model
+        self.index_model = index_model
 
 
 @dataclass(frozen=True)
@@ -100,14 +113,20 @@ def set_status(
     return int(row[0])
 
 
-def replace_chunks(conn: psycopg.Connection, doc: Document, embeddings: np.ndarray) -> int:
+def replace_chunks(
+    conn: psycopg.Connection, doc: Document, embeddings: np.ndarray, *, model: str | None = None
+) -> int:
     """Atomically swap the document's chunks for new ones and mark it indexed; return its id.
 
-    Search sees either all the old chunks or all the new ones, never a mix or nothing.
+    Search sees either all the old chunks or all the new ones, never a mix or nothing. `model`
+    (the embedder's name) is checked against the index: vectors of a model the index was
+    switched away from raise IndexModelChanged.
     """
     if len(doc.chunks) != len(embeddings):
         raise ValueError("one embedding per chunk is required")
     with conn.transaction():
+        if model is not None:
+            check_model(conn, model)
         doc_id = set_status(
             conn,
             doc.path,
@@ -126,6 +145,20 @@ def replace_chunks(conn: psycopg.Connection, doc: Document, embeddings: np.ndarr
         conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
         _copy_chunks(conn, doc_id, doc.chunks, embeddings)
     return doc_id
+
+
+def check_model(conn: psycopg.Connection, model: str) -> None:
+    """Refuse vectors of a retired model. The model row is read FOR SHARE (to the end of the
+    caller's transaction): a switch waits for this write, and a write after it sees the switch."""
+    row = conn.execute(
+        "SELECT value FROM index_meta WHERE key = 'embed_model' FOR SHARE"
+    ).fetchone()
+    retired = conn.execute(
+        "SELECT value FROM index_meta WHERE key = 'retired_embed_models'"
+    ).fetchone()
+    current = row[0] if row else None
+    if current and model != current and retired and model in json.loads(retired[0]):
+        raise IndexModelChanged(model, current)
 
 
 def _now(conn: psycopg.Connection) -> Any:

@@ -22,8 +22,9 @@ class HashEmbedder:
 
     name = "test-hash"
 
-    def __init__(self, dim: int = 384) -> None:
+    def __init__(self, dim: int = 384, name: str = "test-hash") -> None:
         self.dim = dim
+        self.name = name
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

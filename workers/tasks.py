@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from core.logs import JsonFormatter, request_id_var
 from core.offline import go_offline
 from core.settings import Settings, get_settings
 from ingest.isolate import ParserProcess
-from ingest.pipeline import IngestOptions, ingest_path, move_path
+from ingest.pipeline import IngestOptions, IngestResult, ingest_path, move_path
 from ingest.sync import reconcile, root_for
+from retrieval.index import IndexModelChanged
+from retrieval.reembed import index_meta, model_to_follow
 
 from .celery_app import TASK_INGEST, TASK_MOVE, TASK_PRUNE_LOG, TASK_RESCAN
 
@@ -41,6 +44,8 @@ class _Context:
         go_offline()
         self.settings: Settings = get_settings()
         self._conn: psycopg.Connection | None = None
+        self._embedder: Embedder | None = None
+        self._index_model: str | None = None  # index_meta's model when last looked at
 
     @functools.cached_property
     def parser(self) -> ParserProcess:
@@ -48,9 +53,21 @@ class _Context:
         s = self.settings
         return ParserProcess(timeout_s=s.parse_timeout_s, memory_mb=s.parse_memory_mb)
 
-    @functools.cached_property
+    @property
     def embedder(self) -> Embedder:
-        return embedder_for(self.settings)
+        """EMBED_MODEL's embedder, until `hearth reindex` switches the index to another model:
+        then that model's (looked up once per task; a write racing the switch is refused with
+        IndexModelChanged and the task embeds again)."""
+        meta = index_meta(self.conn)
+        self.conn.commit()
+        if self._embedder is None:
+            self._embedder = embedder_for(self.settings)
+        model = model_to_follow(meta, self._index_model, self._embedder.name)
+        if model is not None:
+            log.info("the index switched to embedding model %s: loading it", model)
+            self._embedder = embedder_for(self.settings, model)
+        self._index_model = meta.get("embed_model")
+        return self._embedder
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -106,12 +123,24 @@ def _retrying(name: str) -> Any:
     )
 
 
+def _embedding_again_if_switched(run: Callable[[], IngestResult]) -> IngestResult:
+    """Run an ingest; if the index switched models while it embedded (its write was refused),
+    run it once more: `context().embedder` is then the index's new model."""
+    try:
+        return run()
+    except IndexModelChanged as exc:
+        log.info("%s; embedding again", exc)
+        return run()
+
+
 @_retrying(TASK_INGEST)
 def ingest_file(path: str, collection: str | None = None, source: str = "watch") -> dict[str, Any]:
     """Sync one path: index it if new or changed, drop it from the index if it is gone."""
     ctx = context()
     opts = ctx.options(Path(path), collection, source)
-    return ingest_path(ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse).__dict__
+    return _embedding_again_if_switched(
+        lambda: ingest_path(ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse)
+    ).__dict__
 
 
 @_retrying(TASK_MOVE)
@@ -119,7 +148,9 @@ def move_file(src: str, dest: str, collection: str | None = None) -> dict[str, A
     """A rename or move: the document keeps its chunks if the bytes are the same."""
     ctx = context()
     opts = ctx.options(Path(dest), collection, "watch")
-    return move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts, ctx.parser.parse).__dict__
+    return _embedding_again_if_switched(
+        lambda: move_path(ctx.conn, ctx.embedder, Path(src), Path(dest), opts, ctx.parser.parse)
+    ).__dict__
 
 
 @_retrying(TASK_PRUNE_LOG)

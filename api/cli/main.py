@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from core.settings import SettingsError, get_settings
 
-from . import access, backup, bench, commands, docs, doctor, llm, up
+from . import access, backup, bench, commands, docs, doctor, llm, reindex, up
 
-MODULES = (up, llm, commands, docs, access, bench, backup, doctor)
+MODULES = (up, llm, commands, docs, access, bench, backup, doctor, reindex)
 
 
 def build_parser() -> argparse.ArgumentParser:
