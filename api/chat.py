@@ -204,7 +204,7 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
         return completion(turn, NOT_COVERED, "stop", None, [])
     try:
         resp = await state.llm.complete(turn.messages, **turn.params)
-    except LLMError as exc:
+    except LLMError as exc:  # nothing is stored: no part of a JSON answer cut short is usable
         state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc
     choice = (resp.get("choices") or [{}])[0]
@@ -244,7 +244,11 @@ async def store(
     answer: str,
     sources: list[dict[str, Any]],
     usage: dict[str, Any] | None,
+    *,
+    incomplete: bool = False,
 ) -> None:
+    """Keep the turn in its conversation; `incomplete`: the backend failed mid-answer and
+    `answer` is the part the client received."""
     usage = usage or {}
     turn.log.update(
         prompt_tokens=usage.get("prompt_tokens"),
@@ -266,4 +270,5 @@ async def store(
             sources,
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
+            incomplete,
         )

@@ -5,7 +5,14 @@ Grounding and the backend's first token are awaited for up to STREAM_KEEPALIVE_S
 response starts, so the usual failures (backend down, prompt too long) are JSON errors with the
 right status. When they take longer, the stream starts with SSE comments as keep-alives (proxies
 and clients would otherwise time out), and a later failure is an error event before `[DONE]`.
-A client that goes away closes the backend stream, which makes vLLM abort the request.
+A client that goes away closes the backend stream, which makes vLLM abort the request (and the
+turn is not stored).
+
+A backend that fails mid-answer (killed, connection reset, read timeout) ends the stream at once:
+the text already sent, a chunk with its sources (no finish_reason), an OpenAI-shaped error event
+and `[DONE]`. The turn is stored with that partial text, its citations checked as usual, marked
+incomplete; if no text had been sent yet there is nothing to keep, as for a failure before the
+first token.
 """
 
 from __future__ import annotations
@@ -118,6 +125,7 @@ async def _relay(
     parts: list[str] = []
     finish: str | None = None
     usage: dict[str, Any] | None = None
+    failed: LLMError | None = None
     yield chunk({"role": "assistant", "content": ""})
     try:
         if upstream is None:  # nothing relevant was found: say so, without the model
@@ -135,11 +143,9 @@ async def _relay(
                             state.metrics.ttft.observe(time.perf_counter() - turn.started)
                         parts.append(text)
                         yield chunk({"content": text})
-    except LLMError as exc:
+    except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
         state.metrics.llm_error(exc)
-        yield sse(error_body(exc.status, exc.message, code=exc.code))
-        yield sse("[DONE]")
-        return
+        failed = exc
     finally:
         if upstream is not None:
             await upstream.aclose()  # type: ignore[attr-defined]
@@ -151,6 +157,16 @@ async def _relay(
     citations = checker.citations(turn.passages)
     sources = source_list(citations, attributed=bool(marks))
     footer = sources_footer(citations) if turn.footer else ""
+    answer = "".join(parts)
+    if failed is not None:
+        if answer.strip():  # the sources go before the error, at which OpenAI's SDK raises
+            delta = {"content": tail + footer} if tail + footer else {}
+            yield chunk(delta, **extras(turn, sources))
+        yield sse(error_body(failed.status, failed.message, code=failed.code))
+        yield sse("[DONE]")
+        if answer.strip():
+            await store(state, turn, answer, sources, usage, incomplete=True)
+        return
     if tail + footer:
         yield chunk({"content": tail + footer})
     yield chunk({}, finish or "stop", **extras(turn, sources))
@@ -158,7 +174,7 @@ async def _relay(
     if options and options.include_usage:
         yield sse({**base, "choices": [], "usage": usage or _zero_usage()})
     yield sse("[DONE]")
-    await store(state, turn, "".join(parts), sources, usage)
+    await store(state, turn, answer, sources, usage)
 
 
 def _zero_usage() -> dict[str, int]:

@@ -148,8 +148,14 @@ class LLMClient:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield the backend's `chat.completion.chunk` objects as they arrive. Closing this
         generator (the client went away) closes the backend connection, which makes vLLM abort
-        the request."""
+        the request.
+
+        A backend that fails mid-answer (killed, reset, timed out, or its stream ends with
+        neither a finish_reason nor `[DONE]`) raises LLMError after the chunks already yielded;
+        only a request nothing was yielded for moves on to the next backend. One that fails
+        after its finish_reason (before `[DONE]`) has given the whole answer: it just ends."""
         body = self._body(messages, True, params)
+        sent = finished = False
         for backend, last in _with_last(self._order()):
             try:
                 async with self.http.stream(
@@ -167,17 +173,37 @@ class LLMClient:
                         data = line[5:].strip()
                         if data == "[DONE]":
                             return
-                        yield json.loads(data)
+                        chunk = _event(data)
+                        finished = finished or any(
+                            c.get("finish_reason") for c in chunk.get("choices") or []
+                        )
+                        sent = True
+                        yield chunk
+                    if not finished:
+                        raise LLMError(502, "the language model backend's stream ended mid-answer")
                     return
             except httpx.ConnectError as exc:
                 backend.mark_down(str(exc))
-                if last:
+                if last or sent:
                     raise _as_llm_error(exc) from exc
             except httpx.HTTPError as exc:
+                if finished:
+                    return
                 raise _as_llm_error(exc) from exc
 
 
 _RETRY = (502, 503)  # the backend did no work: another one may take the request
+
+
+def _event(data: str) -> dict[str, Any]:
+    """One streamed chunk; a broken one (e.g. the last line of a stream cut short) is a 502."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise LLMError(502, f"the language model backend sent a broken event: {data[:100]!r}")
+    return chunk
 
 
 def _with_last(items: list[Backend]) -> list[tuple[Backend, bool]]:
@@ -191,7 +217,7 @@ def _as_llm_error(exc: Exception) -> LLMError:
         return LLMError(504, "the language model backend timed out", "llm_timeout")
     if isinstance(exc, httpx.ConnectError):
         return LLMError(503, "the language model backend is not reachable", "llm_unavailable")
-    return LLMError(502, f"the language model backend failed: {exc}")
+    return LLMError(502, f"the language model backend failed: {exc or type(exc).__name__}")
 
 
 def _check_response(backend: Backend, resp: httpx.Response) -> None:

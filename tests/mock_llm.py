@@ -3,10 +3,14 @@
 
 Every request is recorded; `reply` decides the answer text; a stream sends one word per
 `delay_s`, and `cancelled` counts streams whose client went away before the end.
+
+`python -m tests.mock_llm --port P` serves one in the foreground: a process of its own, which
+fault tests kill mid-answer.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import threading
@@ -30,6 +34,8 @@ class MockLLM:
     model: str = "mock"
     max_model_len: int = 2048
     delay_s: float = 0.0
+    complete_delay_s: float = 0.0  # a non-streamed answer waits this long before it is sent
+    announce: bool = False  # print "request" on stdout when a chat request arrives
     status: int = 200  # anything else: every chat request fails with it
     error: str = "backend says no"
     reply: Callable[[list[dict[str, Any]]], str] = lambda messages: "A plain answer."
@@ -48,12 +54,15 @@ class MockLLM:
         async def chat(request: Request) -> Response:
             body = await request.json()
             self.requests.append(body)
+            if self.announce:
+                print("request", flush=True)
             if self.status != 200:
                 err = {"message": self.error, "type": "x", "param": None, "code": None}
                 return JSONResponse({"error": err}, status_code=self.status)
             text = self.reply(body["messages"])
             if body.get("stream"):
                 return StreamingResponse(self._stream(text), media_type="text/event-stream")
+            await asyncio.sleep(self.complete_delay_s)
             usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
             return JSONResponse(
                 {
@@ -114,3 +123,25 @@ def serve(mock: MockLLM) -> Iterator[MockLLM]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a MockLLM on 127.0.0.1:PORT until killed; it answers REPLY to every question."""
+    p = argparse.ArgumentParser(prog="python -m tests.mock_llm")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--reply", default="A plain answer.")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds between streamed words")
+    p.add_argument("--complete-delay", type=float, default=0.0, help="before a JSON answer")
+    p.add_argument("--announce", action="store_true", help='print "request" for each chat')
+    args = p.parse_args(argv)
+    mock = MockLLM(
+        delay_s=args.delay,
+        complete_delay_s=args.complete_delay,
+        announce=args.announce,
+        reply=lambda _: args.reply,
+    )
+    uvicorn.run(mock.app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,8 @@ async def open_conversation(
 
     An id that is malformed or belongs to someone else is answered like an unknown one: a new
     conversation, so ids reveal nothing. Answers that cite a collection outside `readable`
-    are left out of the history.
+    are left out of the history; incomplete ones (cut short by the backend) are replayed as
+    they were sent.
     """
     if conversation_id:
         try:
@@ -71,9 +72,11 @@ async def add_turn(
     citations: list[dict[str, Any]],
     prompt_tokens: int | None,
     completion_tokens: int | None,
+    incomplete: bool = False,
 ) -> None:
     """Store a question and its answer; the first turn creates the conversation, titled after
-    the question. `conversation_id` comes from `open_conversation`, so it is the user's own."""
+    the question. `conversation_id` comes from `open_conversation`, so it is the user's own.
+    `incomplete`: the backend failed mid-answer and `answer` is the part sent."""
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO conversations (id, user_id, title) VALUES (%s, %s, %s)"
@@ -86,8 +89,15 @@ async def add_turn(
         )
         await conn.execute(
             "INSERT INTO messages (conversation_id, role, content, citations, prompt_tokens,"
-            " completion_tokens) VALUES (%s, 'assistant', %s, %s, %s, %s)",
-            (conversation_id, answer, Jsonb(citations), prompt_tokens, completion_tokens),
+            " completion_tokens, incomplete) VALUES (%s, 'assistant', %s, %s, %s, %s, %s)",
+            (
+                conversation_id,
+                answer,
+                Jsonb(citations),
+                prompt_tokens,
+                completion_tokens,
+                incomplete,
+            ),
         )
         await conn.execute(
             "UPDATE conversations SET updated_at = now() WHERE id = %s", (conversation_id,)
@@ -137,12 +147,12 @@ async def get_conversation(
     if row is None:
         return None
     cur = await conn.execute(
-        "SELECT role, content, citations, prompt_tokens, completion_tokens, created_at"
-        " FROM messages WHERE conversation_id = %s ORDER BY id",
+        "SELECT role, content, citations, prompt_tokens, completion_tokens, created_at,"
+        " incomplete FROM messages WHERE conversation_id = %s ORDER BY id",
         (cid,),
     )
     messages = []
-    for r, c, cit, p, t, at in await cur.fetchall():
+    for r, c, cit, p, t, at, cut in await cur.fetchall():
         withheld = cites_unreadable(cit, readable)
         messages.append(
             {
@@ -150,6 +160,7 @@ async def get_conversation(
                 "content": WITHHELD if withheld else c,
                 "sources": [] if withheld else cit,
                 "withheld": withheld,
+                "incomplete": cut,  # the backend failed mid-answer: `content` is the part sent
                 "prompt_tokens": p,
                 "completion_tokens": t,
                 "created_at": int(at.timestamp()),

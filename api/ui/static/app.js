@@ -404,7 +404,10 @@
     closeSource();
     for (const m of conversation.messages || []) {
       if (m.role === "user") addUserMessage(m.content);
-      else if (m.role === "assistant") finishMessage(addAssistantMessage(m.content, m.sources || []));
+      else if (m.role === "assistant") {
+        const note = m.incomplete ? { text: "Answer interrupted.", error: true } : null;
+        finishMessage(addAssistantMessage(m.content, m.sources || []), note);
+      }
     }
     updateEmpty();
     scrollDown(true);
