@@ -23,7 +23,7 @@ from .index_embedder import IndexEmbedder
 from .limits import BodyLimit
 from .llm import LLMClient
 from .metrics import Metrics, RequestMetrics
-from .middleware import AuthGate, RequestId, RequestLog
+from .middleware import AuthGate, PendingWrites, RequestId, RequestLog
 from .ratelimit import Limiter
 from .routes import (
     admin,
@@ -46,6 +46,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         raise ValueError("DATABASE_URL must be set (hearth up sets it for the embedded database)")
     database_url = settings.database_url
     measured = Metrics()  # built with the app: the request middleware needs it before start-up
+    log_writes = PendingWrites()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +93,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 follow.cancel()
                 if redis is not None:
                     await redis.aclose()
+                await log_writes.drain()
                 await pool.close()
                 if celery is not None:
                     await asyncio.to_thread(celery.close)
@@ -110,6 +112,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         RequestLog,
         pool=lambda: getattr(getattr(app.state, "hearth", None), "pool", None),
         keep_text=settings.log_chat_text,
+        writes=log_writes,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -85,10 +86,26 @@ class AuthGate:
         await self.app(scope, receive, send)
 
 
+class PendingWrites:
+    """Request-log writes still in flight: they run after their response, and the app's
+    shutdown waits for them before it closes the pool, so the last requests are logged too."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, write: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(write)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
 class RequestLog:
-    def __init__(self, app: ASGIApp, pool: Any, keep_text: bool) -> None:
-        self.app, self.pool_ref, self.keep_text = app, pool, keep_text
-        self._pending: set[asyncio.Task[None]] = set()
+    def __init__(self, app: ASGIApp, pool: Any, keep_text: bool, writes: PendingWrites) -> None:
+        self.app, self.pool_ref, self.keep_text, self.writes = app, pool, keep_text, writes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope.get("path", "").startswith(PROTECTED):
@@ -123,9 +140,7 @@ class RequestLog:
                 entry.get("prompt") if self.keep_text else None,
                 entry.get("answer") if self.keep_text else None,
             )
-            task = asyncio.create_task(self._write(row))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self.writes.add(self._write(row))
 
     async def _write(self, row: tuple[Any, ...]) -> None:
         pool: AsyncConnectionPool | None = self.pool_ref()
