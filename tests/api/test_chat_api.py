@@ -243,9 +243,12 @@ def test_long_grounding_sends_keepalives_then_the_answer(
         events = sse_events(text)
         said = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
         assert said.startswith("A plain answer.") and events[-1] == "[DONE]"
-        mock.status = 503
+    mock.status, mock.delay_s = 503, 0
+    # a failure before the first keep-alive is due (a long period here, so a loaded machine
+    # cannot send one first) is still a JSON error with its status
+    with client(pg_url, token, mock, stream_keepalive_s=30) as c:
         late = c.post("/v1/chat/completions", json=question)
-        assert late.status_code == 503  # failed within the first period: still a JSON error
+        assert late.status_code == 503
         assert late.json()["error"]["type"] == "api_error"
 
 
