@@ -79,7 +79,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(
-            exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None
+            exc.status_code,
+            str(exc.detail),
+            code=getattr(exc, "code", None),  # api.limits.BodyTooLarge carries one
+            headers=dict(exc.headers) if exc.headers else None,
         )
 
     @app.exception_handler(RequestValidationError)

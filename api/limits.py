@@ -12,6 +12,13 @@ from .errors import error_response
 UPLOAD_PATHS = ("/v1/files",)
 
 
+class BodyTooLarge(HTTPException):
+    """Raised to the route reading the body. An HTTPException, because FastAPI's body parsing
+    lets those through (any other error there becomes a 400); the app's handler answers it."""
+
+    code = "request_too_large"
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int) -> None:
         self.app, self.max_bytes, self.upload_max_bytes = app, max_bytes, upload_max_bytes
@@ -24,7 +31,8 @@ class BodyLimit:
         upload = path.startswith(UPLOAD_PATHS)
         # a multipart upload carries its form fields and boundaries beside the file
         limit = self.upload_max_bytes + 64 * 1024 if upload else self.max_bytes
-        message = f"The request body is larger than the {limit // 2**20} MB this server accepts" + (
+        shown = round((self.upload_max_bytes if upload else self.max_bytes) / 2**20, 3)
+        message = f"The request body is larger than the {shown:g} MB this server accepts" + (
             " for an upload (MAX_FILE_MB)." if upload else " (MAX_REQUEST_MB)."
         )
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -40,7 +48,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise HTTPException(413, message)
+                    raise BodyTooLarge(413, message)
             return msg
 
         await self.app(scope, counted, send)

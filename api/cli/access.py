@@ -105,9 +105,11 @@ def _user_group(args: argparse.Namespace, settings: Settings) -> int:
     def work(conn: psycopg.Connection) -> None:
         if args.action == "join":
             access.add_to_group(conn, args.name, args.group)
+            print(f"{args.name} joined {args.group}")
+        elif access.remove_from_group(conn, args.name, args.group):
+            print(f"{args.name} left {args.group}")
         else:
-            access.remove_from_group(conn, args.name, args.group)
-        print(f"{args.name} {args.action}ed {args.group}")
+            print(f"{args.name} was not in {args.group}")
 
     return _with_db(settings, work)
 

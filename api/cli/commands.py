@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 from dataclasses import replace
@@ -279,11 +280,20 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_LIFETIME = re.compile(r"([0-9]+)([dhm])")
+MAX_LIFETIME = timedelta(days=36500)  # as the admin API's expires_in_days
+
+
 def _parse_lifetime(text: str) -> timedelta:
+    """`90d`, `12h` or `30m`: more than nothing, at most MAX_LIFETIME (SystemExit otherwise)."""
     units = {"d": "days", "h": "hours", "m": "minutes"}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+    match = _LIFETIME.fullmatch(text)
+    if not match:
         raise SystemExit(f"hearth: --expires must look like 90d, 12h or 30m, not {text!r}")
-    return timedelta(**{units[text[-1]]: int(text[:-1])})
+    amount = int(match[1])
+    if not 0 < amount <= MAX_LIFETIME / timedelta(**{units[match[2]]: 1}):
+        raise SystemExit(f"hearth: --expires must be more than 0 and at most 36500d, not {text!r}")
+    return timedelta(**{units[match[2]]: amount})
 
 
 def run_token_create(args: argparse.Namespace, settings: Settings) -> int:

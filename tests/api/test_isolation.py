@@ -211,3 +211,37 @@ def test_uploads_go_to_collections_the_uploader_may_write(
     assert r.status_code in (403, 503)
     if r.status_code == 403:
         assert r.json()["error"]["code"] == "collection_forbidden"
+
+
+def test_revoking_a_grant_through_the_admin_api_takes_effect_on_the_next_request(
+    world: tuple[dict[str, As], MockLLM, dict[str, int]],
+    db: psycopg.Connection,
+) -> None:
+    clients, _, doc_ids = world
+    bob = clients["bob"]
+    admin = As(bob.client, accounts.issue_token(db, accounts.ensure_user(db, "root", "admin"), "a"))
+    access.add_to_group(db, "bob", "family")
+    db.commit()
+    grants = "/v1/admin/collections/ann-private/grants"
+
+    def bob_sees_ann() -> bool:
+        r = bob.post("/v1/search", json={"query": "gym locker code", "k": 10})
+        assert r.status_code == 200
+        return MARKERS["ann"] in r.text
+
+    for who in ({"user": "bob"}, {"group": "family"}):
+        assert not bob_sees_ann()
+        assert admin.post(grants, json=who).json()["granted"] is True
+        assert bob_sees_ann()
+        assert bob.get(f"/v1/files/file-{doc_ids['ann']}").status_code == 200
+        r = admin.client.delete(grants, params=who, headers=admin.auth)
+        assert r.status_code == 200 and r.json()["removed"] is True
+        assert not bob_sees_ann()  # the very next request
+        assert bob.get(f"/v1/files/file-{doc_ids['ann']}").status_code == 404
+        again = admin.client.delete(grants, params=who, headers=admin.auth)
+        assert again.status_code == 200 and again.json()["removed"] is False
+    for params in ({}, {"user": "bob", "group": "family"}):
+        r = admin.client.delete(grants, params=params, headers=admin.auth)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "user"
+    r = bob.client.delete(grants, params={"user": "bob"}, headers=bob.auth)
+    assert r.status_code == 403  # only admins change grants

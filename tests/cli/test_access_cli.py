@@ -1,0 +1,216 @@
+"""`hearth token`, `hearth user`, `hearth collection` and `hearth logs` as real processes against
+the real database: a token is shown once and stored as its SHA-256 only, its expiry is where
+`--expires` puts it, revoking it (or disabling its user) fails the next authentication, and grants
+made on the command line are what the API enforces."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.store import access, accounts
+
+Hearth = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def hearth(
+    db: psycopg.Connection, pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
+) -> Hearth:
+    """`hearth ARGS...` in a child process on the test database (emptied by `db`)."""
+    db.execute("TRUNCATE collections, collection_grants, user_groups, request_log CASCADE")
+    db.commit()
+    env = {**env_without_hearth, "DATABASE_URL": pg_url, "HEARTH_DATA_DIR": str(tmp_path / "d")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def authenticate(pg_url: str, token: str) -> accounts.User | None:
+    """What the API's auth dependency decides for this bearer token, now."""
+
+    async def check() -> accounts.User | None:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            return await accounts.authenticate(conn, token)
+
+    return asyncio.run(check())
+
+
+def readable(pg_url: str, name: str) -> tuple[str, ...]:
+    """The collections the API lets user `name` read (the same SQL that filters retrieval)."""
+
+    async def check() -> tuple[str, ...]:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT id, name, role FROM users WHERE name = %s", (name,))
+            row = await cur.fetchone()
+            assert row is not None
+            return await access.readable(conn, accounts.User(*row))
+
+    return asyncio.run(check())
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_token_create_list_revoke(hearth: Hearth, db: psycopg.Connection, pg_url: str) -> None:
+    before = datetime.now(UTC)
+    out = hearth("token", "create", "--user", "ann", "--description", "phone", "--expires", "90d")
+    after = datetime.now(UTC)
+    token = ok(out).strip()
+    assert token.startswith("hearth_") and "\n" not in token
+    assert (out.stdout + out.stderr).count(token) == 1  # printed once, and only the token
+    assert "shown once" in out.stderr
+
+    rows = db.execute(
+        "SELECT t.id, t.token_hash, t.prefix, t.description, t.expires_at, t.revoked_at,"
+        " u.name, u.role FROM tokens t JOIN users u ON u.id = t.user_id"
+    ).fetchall()
+    assert len(rows) == 1
+    token_id, digest, prefix, description, expires_at, revoked_at, user, role = rows[0]
+    assert digest == hashlib.sha256(token.encode()).hexdigest()
+    secret = token.removeprefix("hearth_")
+    assert secret not in str(rows) and secret[:16] not in str(rows)  # nothing but the digest
+    assert (description, revoked_at, user, role) == ("phone", None, "ann", "user")
+    assert before + timedelta(days=90) <= expires_at <= after + timedelta(days=90)
+    assert token.startswith(prefix)
+
+    me = authenticate(pg_url, token)
+    assert me is not None and (me.name, me.token_id) == ("ann", token_id)
+
+    listed = ok(hearth("token", "list"))
+    line = next(x for x in listed.splitlines() if x.split()[0] == str(token_id))
+    assert "ann" in line and "active" in line and "phone" in line and prefix in line
+    assert "last used 20" in line  # the authentication above is recorded
+    assert token not in listed and secret[len(prefix) :] not in listed
+
+    assert ok(hearth("token", "revoke", str(token_id))).strip() == "revoked"
+    assert authenticate(pg_url, token) is None  # the very next request
+    assert "revoked" in ok(hearth("token", "list"))
+    again = hearth("token", "revoke", str(token_id))
+    assert again.returncode == 1 and "no active token" in again.stdout
+
+
+def test_a_token_without_expires_never_expires_and_an_old_one_is_listed_expired(
+    hearth: Hearth, db: psycopg.Connection, pg_url: str
+) -> None:
+    token = ok(hearth("token", "create", "--user", "bob", "--role", "admin")).strip()
+    row = db.execute("SELECT expires_at FROM tokens").fetchone()
+    assert row == (None,)
+    me = authenticate(pg_url, token)
+    assert me is not None and me.role == "admin"
+    db.execute("UPDATE tokens SET expires_at = now() - interval '1 minute'")
+    db.commit()
+    assert authenticate(pg_url, token) is None
+    assert " expired " in ok(hearth("token", "list"))
+
+
+@pytest.mark.parametrize(
+    "value", ["90", "d", "90days", "-5d", "1.5d", "0d", "²d", "99999999d", "90 d", "90D"]
+)
+def test_bad_expires_is_a_clear_error_and_issues_nothing(
+    hearth: Hearth, db: psycopg.Connection, value: str
+) -> None:
+    out = hearth("token", "create", "--user", "ann", "--expires", value)
+    assert out.returncode != 0
+    assert "--expires" in out.stderr and "Traceback" not in out.stderr
+    assert "hearth_" not in out.stdout
+    assert db.execute("SELECT count(*) FROM tokens").fetchone() == (0,)
+
+
+def test_users_groups_and_disabling(hearth: Hearth, db: psycopg.Connection, pg_url: str) -> None:
+    assert "user ann (user)" in ok(hearth("user", "create", "ann", "--group", "family"))
+    assert "user root (admin)" in ok(hearth("user", "create", "root", "--role", "admin"))
+    assert ok(hearth("user", "join", "ann", "friends")).strip() == "ann joined friends"
+    assert ok(hearth("user", "leave", "ann", "family")).strip() == "ann left family"
+    assert ok(hearth("user", "leave", "ann", "family")).strip() == "ann was not in family"
+    token = accounts.issue_token(db, accounts.ensure_user(db, "ann"), "t")
+    db.commit()
+    lines = {x.split()[1]: x.split() for x in ok(hearth("user", "list")).splitlines()}
+    assert lines["ann"][2:] == ["user", "active", "groups", "friends"]
+    assert lines["root"][2:] == ["admin", "active", "groups", "-"]
+
+    assert ok(hearth("user", "disable", "ann")).strip() == "ann disabled"
+    assert authenticate(pg_url, token) is None  # a disabled user's tokens stop working at once
+    assert "disabled" in ok(hearth("user", "list"))
+    assert ok(hearth("user", "enable", "ann")).strip() == "ann enabled"
+    assert authenticate(pg_url, token) is not None
+    for args in (("user", "disable", "nobody"), ("user", "join", "nobody", "family")):
+        out = hearth(*args)
+        assert out.returncode == 1 and "no user named 'nobody'" in out.stdout
+
+
+def test_collection_owners_and_grants_are_what_the_api_enforces(
+    hearth: Hearth, db: psycopg.Connection, pg_url: str
+) -> None:
+    for name in ("ann", "bob"):
+        accounts.ensure_user(db, name)
+    access.add_to_group(db, "bob", "family")
+    db.commit()
+    assert "owned by ann" in ok(hearth("collection", "create", "ann-notes", "--owner", "ann"))
+    assert "ann-notes" in readable(pg_url, "ann") and "ann-notes" not in readable(pg_url, "bob")
+
+    assert "user bob may read ann-notes" in ok(
+        hearth("collection", "grant", "ann-notes", "--user", "bob")
+    )
+    assert "ann-notes" in readable(pg_url, "bob")
+    line = next(x for x in ok(hearth("collection", "list")).splitlines() if "ann-notes" in x)
+    assert "owner ann" in line and "readers bob" in line
+    assert "may no longer read" in ok(hearth("collection", "revoke", "ann-notes", "--user", "bob"))
+    assert "ann-notes" not in readable(pg_url, "bob")
+    assert "had no grant" in ok(hearth("collection", "revoke", "ann-notes", "--user", "bob"))
+
+    ok(hearth("collection", "grant", "ann-notes", "--group", "family"))
+    assert "ann-notes" in readable(pg_url, "bob")
+    ok(hearth("collection", "revoke", "ann-notes", "--group", "family"))
+    assert "ann-notes" not in readable(pg_url, "bob")
+
+    for args, error in (
+        (("grant", "nope", "--user", "bob"), "no collection named 'nope'"),
+        (("grant", "ann-notes", "--user", "nobody"), "no user named 'nobody'"),
+        (("create", "bad name!"), "not a valid collection name"),
+    ):
+        out = hearth("collection", *args)
+        assert out.returncode == 1 and error in out.stdout, args
+    both = hearth("collection", "grant", "ann-notes", "--user", "bob", "--group", "family")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_logs_show_the_most_recent_requests(hearth: Hearth, db: psycopg.Connection) -> None:
+    ann = accounts.ensure_user(db, "ann")
+    for i, (route, status) in enumerate(
+        (("/v1/models", 200), ("/v1/search", 200), ("/v1/chat/completions", 502))
+    ):
+        db.execute(
+            "INSERT INTO request_log (at, user_id, method, route, model, status, latency_ms,"
+            " prompt_tokens, completion_tokens) VALUES"
+            " (now() - make_interval(mins => %s), %s, 'POST', %s, 'smollm2', %s, 12.5, 7, 3)",
+            (10 - i, ann.id, route, status),
+        )
+    db.commit()
+    lines = ok(hearth("logs", "-n", "2")).splitlines()
+    assert len(lines) == 2  # the two most recent, oldest first
+    assert "/v1/search" in lines[0] and "/v1/chat/completions" in lines[1]
+    assert " 502 " in lines[1] and "ann" in lines[1] and "7+3 tok" in lines[1]
+    rows = json.loads(ok(hearth("logs", "--json")))
+    assert [r["route"] for r in rows] == ["/v1/chat/completions", "/v1/search", "/v1/models"]
+    assert rows[0]["user"] == "ann" and rows[0]["prompt"] is None
