@@ -49,7 +49,7 @@ def record(url: str, task: str, state: str, result: Any) -> None:
                 pipe.hincrby(EMBED_KEY, "sum", chunks)
                 pipe.hincrby(EMBED_KEY, "count", 1)
         pipe.execute()
-    except redis.RedisError as exc:
+    except Exception as exc:  # counting never fails a task (nor floods its log with tracebacks)
         log.warning("could not count task %s in Redis: %s", task, exc)
 
 
