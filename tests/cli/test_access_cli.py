@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 
 from api.store import access, accounts
+from tests.conftest import run_hearth
 
 Hearth = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -32,14 +32,7 @@ def hearth(
     env = {**env_without_hearth, "DATABASE_URL": pg_url, "HEARTH_DATA_DIR": str(tmp_path / "d")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "api.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_hearth(env, *args)
 
     return run
 

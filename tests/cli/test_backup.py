@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from core.migrate import migrate
 from core.offline import go_offline
 from retrieval.index import replace_chunks
 from retrieval.search import SearchParams, search
-from tests.conftest import EMBED_DIM, HEARTH_ENV_VARS
+from tests.conftest import EMBED_DIM, HEARTH_ENV_VARS, run_hearth
 from tests.factories import HashEmbedder, make_document
 
 QUERY = "how often must the heat pump filter be cleaned"
@@ -39,14 +38,7 @@ EMBEDDER = HashEmbedder(EMBED_DIM)
 def hearth(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
     env.update({"HEARTH_DATA_DIR": str(data_dir), **extra})
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_hearth(env, *args, timeout_s=300)
 
 
 @contextmanager

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_hearth
+
 
 def test_ingest_wait_indexes_and_tables_the_failures(
     pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
@@ -59,12 +61,5 @@ def test_ingest_wait_indexes_and_tables_the_failures(
 def test_ingest_of_a_missing_path_is_a_clear_error(
     args: list[str], pg_url: str, env_without_hearth: dict[str, str]
 ) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args],
-        env={**env_without_hearth, "DATABASE_URL": pg_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_hearth({**env_without_hearth, "DATABASE_URL": pg_url}, *args, timeout_s=60)
     assert out.returncode == 2 and "does not exist" in out.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEARTH_ENV_VARS, free_port
+from tests.conftest import HEARTH_ENV_VARS, free_port, run_hearth
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_LINE = re.compile(r"Admin token .*: (hearth_\S+)")
@@ -37,14 +37,7 @@ class Stack:
     token: str | None
 
     def hearth(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "api.cli.main", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return run_hearth(self.env, *args, timeout_s=300)
 
     def status(self) -> dict:  # type: ignore[type-arg]
         out = self.hearth("status", "--json")
