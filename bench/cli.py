@@ -1,15 +1,20 @@
-"""The benchmark suite as one command: `hearth bench [ingest|search|rag|chat|all] [--scale N]
-[--quick] [--json OUT]` (or `python -m bench.cli ...`).
+"""The benchmark suite as one command: `hearth bench [ingest|search|rag|chat|llm|all]
+[--scale N] [--quick] [--litellm] [--no-llm] [--data-dir DIR] [--json OUT]` (or
+`python -m bench.cli ...`).
 
   ingest  bench.ingest: pipeline chunks/s against bare embedding, per embedding backend
   search  bench.search_scale: /v1/search and search() against the bare HNSW query, recall@10
   rag     bench.rag_turn: request -> backend for a grounded turn, stage by stage
   chat    bench.gateway: Hearth's plain chat against the mock directly and LiteLLM
+  llm     bench.e2e_llm: TTFT and tokens/s on the real CPU vLLM, through Hearth and directly
 
 Each prints its table and writes a JSON file: OUT for one benchmark, OUT/<name>.json for `all`
 (default .cache/bench/results/). `--scale` is the chunk count of search and rag (default 100,000;
-rag reuses search's index). `--quick` is a smoke-sized run of everything (5,000 chunks, fewer
-requests): minutes, for CI, where figures mean little.
+rag reuses search's index, kept in DATA_DIR/search-N, default .cache/bench). `--quick` is a
+smoke-sized run of everything (2,000 chunks, a few requests, ONNX exports cached in
+.cache/bench/onnx): minutes, for CI, where figures mean little.
+`--litellm` installs LiteLLM's proxy into .cache/bench-litellm first if it is missing (from PyPI).
+`all` runs llm only when the CPU vLLM is there, and says so when it is not; `--no-llm` skips it.
 """
 
 from __future__ import annotations
@@ -23,31 +28,50 @@ from pathlib import Path
 
 from .harness import REPO, say
 
-BENCHES = ("ingest", "search", "rag", "chat")  # `all` runs them in this order
-QUICK_SCALE = 5_000
+BENCHES = ("ingest", "search", "rag", "chat", "llm")  # `all` runs them in this order
+FULL_SCALE, QUICK_SCALE = 100_000, 2_000
 RESULTS = REPO / ".cache" / "bench" / "results"
+ONNX_CACHE = REPO / ".cache" / "bench" / "onnx"  # --quick: export once, not on every run
+# smoke-sized: every code path of each benchmark once, in minutes (the CI test runs this)
+QUICK = {
+    "ingest": ["--quick", "--files", "5", "--rescan-files", "300", "--onnx-cache", str(ONNX_CACHE)],
+    "search": ["--queries", "20", "--recall-queries", "10"],
+    "rag": ["--questions", "6"],
+    "chat": ["--concurrency", "1,8", "--requests", "10", "--tokens", "8", "--rate", "500"],
+    "llm": ["--requests", "2", "--max-tokens", "8"],
+}
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("which", nargs="?", default="all", choices=(*BENCHES, "all"))
     ap.add_argument("--scale", type=int, help="chunks for search and rag (default 100,000)")
     ap.add_argument("--quick", action="store_true", help="smoke-sized: minutes, not figures")
+    ap.add_argument("--litellm", action="store_true", help="chat: install LiteLLM if missing")
+    ap.add_argument("--no-llm", action="store_true", help="all: leave out the CPU LLM bench")
     ap.add_argument("--json", type=Path, help="a file (one benchmark) or a folder (all)")
+    ap.add_argument("--data-dir", type=Path, help="search and rag datasets (default .cache/bench)")
 
 
-def bench_argv(name: str, scale: int | None, quick: bool, out: Path) -> list[str]:
+def bench_argv(
+    name: str,
+    scale: int | None,
+    quick: bool,
+    out: Path,
+    *,
+    in_all: bool = False,
+    data_dir: Path | None = None,
+) -> list[str]:
     """The command line of one benchmark module."""
     argv = ["--json", str(out)]
     if quick:
         scale = scale or QUICK_SCALE
-        argv += {
-            "ingest": ["--quick"],
-            "search": ["--queries", "100", "--recall-queries", "30"],
-            "rag": ["--questions", "30"],
-            "chat": ["--requests", "40"],
-        }[name]
+        argv += QUICK[name]
     if scale and name in ("search", "rag"):
         argv += ["--scale", str(scale)]
+    if data_dir and name in ("search", "rag"):
+        argv += ["--data-dir", str(data_dir / f"search-{scale or FULL_SCALE}")]
+    if name == "llm" and in_all:
+        argv.append("--if-available")  # said, not failed, when there is no CPU vLLM
     return argv
 
 
@@ -64,20 +88,40 @@ def _module(name: str) -> Callable[[Sequence[str]], int]:
         from . import rag_turn
 
         return rag_turn.main
+    if name == "llm":
+        from . import e2e_llm
+
+        return e2e_llm.main
     from . import gateway
 
     return gateway.main
 
 
 def run(
-    which: str, *, scale: int | None = None, quick: bool = False, json: Path | None = None
+    which: str,
+    *,
+    scale: int | None = None,
+    quick: bool = False,
+    json: Path | None = None,
+    litellm: bool = False,
+    no_llm: bool = False,
+    data_dir: Path | None = None,
 ) -> int:
-    names = BENCHES if which == "all" else (which,)
+    names: tuple[str, ...] = BENCHES if which == "all" else (which,)
+    if no_llm and which == "all":
+        names = tuple(n for n in names if n != "llm")
+        say("llm left out (--no-llm)")
     failed = []
     for name in names:
         out = (json or RESULTS) / f"{name}.json" if which == "all" or json is None else json
         out.parent.mkdir(parents=True, exist_ok=True)  # bench.ingest does not make it
-        argv = bench_argv(name, scale, quick, out)
+        argv = bench_argv(name, scale, quick, out, in_all=which == "all", data_dir=data_dir)
+        if name == "chat" and litellm:
+            from .litellm_venv import ensure_litellm
+
+            note = ensure_litellm()
+            if note:
+                say(note)
         say(f"=== {name}: {' '.join(argv)}")
         start = time.monotonic()
         try:
@@ -98,7 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__.split("\n")[0])
     add_arguments(ap)
     args = ap.parse_args(argv)
-    return run(args.which, scale=args.scale, quick=args.quick, json=args.json)
+    return run(
+        args.which,
+        scale=args.scale,
+        quick=args.quick,
+        json=args.json,
+        litellm=args.litellm,
+        no_llm=args.no_llm,
+        data_dir=args.data_dir,
+    )
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ and against LiteLLM's proxy in front of the same mock, all in one run.
 The mock (bench.mock_llm, its own process) streams `--tokens` tokens at `--rate` tokens/s per
 stream. Hearth runs as `hearth serve-api` with an embedded PostgreSQL (it authenticates the token,
 logs the request and stores the conversation, as in production); LiteLLM runs from its own venv
-(`python3 -m venv .cache/bench-litellm && .cache/bench-litellm/bin/pip install 'litellm[proxy]'`:
-never in Hearth's venv, its pins clash) with a master key. The load generator (bench.sse_client)
-is one httpx AsyncClient per simulated user; TTFT is the time to the first SSE chunk that carries
-content.
+(.cache/bench-litellm, made by bench.litellm_venv: `hearth bench chat --litellm` installs
+`litellm[proxy]` from PyPI there; never in Hearth's venv, its pins clash) with a master key. The
+load generator (bench.sse_client) is one httpx AsyncClient per simulated user; TTFT is the time to
+the first SSE chunk that carries content.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 import httpx
 
 from .harness import (
-    REPO,
     Child,
     child_env,
     embedded_database,
@@ -44,9 +43,10 @@ from .harness import (
     table,
     write_json,
 )
+from .litellm_venv import executable
 from .sse_client import StreamResult, Target, run_async, stream_chat
 
-LITELLM = REPO / ".cache" / "bench-litellm" / "bin" / "litellm"
+LITELLM = executable()
 TARGETS = ("direct", "hearth", "litellm")
 LABELS = {
     "direct": "direct to the mock",
@@ -205,9 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         litellm_note = f"LiteLLM did not start: {str(exc)[-500:]}"
                 elif args.litellm:
                     litellm_note = (
-                        f"LiteLLM not installed at {args.litellm}: python3 -m venv"
-                        " .cache/bench-litellm && .cache/bench-litellm/bin/pip install"
-                        " 'litellm[proxy]'"
+                        f"LiteLLM not installed at {args.litellm}: `hearth bench chat --litellm`"
+                        " (or `python -m bench.litellm_venv`) installs it from PyPI"
                     )
                 else:
                     litellm_note = "LiteLLM left out (--no-litellm)"

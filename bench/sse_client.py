@@ -33,11 +33,13 @@ class StreamResult:
     tokens: float = 0.0
     decode_s: float = 0.0
     error: str | None = None
+    usage_tokens: int | None = None  # completion_tokens of the final usage chunk, when asked for
 
 
 # a content delta with text (a role chunk's "content": "" does not match); no JSON parsing per
 # token, so the load generator keeps up with 64 streams on a small machine
 _CONTENT = re.compile(rb'"content":\s*"((?:[^"\\]|\\.)+)"')
+_USAGE = re.compile(rb'"completion_tokens":\s*(\d+)')
 
 
 async def stream_chat(client: httpx.AsyncClient, target: Target, body: dict[str, Any]) -> Any:
@@ -45,6 +47,7 @@ async def stream_chat(client: httpx.AsyncClient, target: Target, body: dict[str,
     start = now()
     first = last = 0.0
     chars = 0
+    usage: int | None = None
     async with client.stream(
         "POST", target.url, json={**body, "model": target.model}, headers=target.headers
     ) as resp:
@@ -63,10 +66,14 @@ async def stream_chat(client: httpx.AsyncClient, target: Target, body: dict[str,
                 last = now()
                 first = first or last
                 chars += n
+            for m in _USAGE.finditer(events):
+                usage = int(m.group(1))
     end = now()
     if not chars:
         return StreamResult(False, error="no content in the stream")
-    return StreamResult(True, first - start, end - start, chars / len(TOKEN), last - first)
+    return StreamResult(
+        True, first - start, end - start, chars / len(TOKEN), last - first, usage_tokens=usage
+    )
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

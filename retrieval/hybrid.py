@@ -130,14 +130,17 @@ async def retrieve(
     params.update(text=text)
     if mode != "lexical":
         params["vec"] = np.asarray(vector, dtype=np.float32)
+    # prepared from the first call (not psycopg's fifth): the text depends only on the mode and
+    # the filter's shape, so each connection keeps a handful of plans; hnsw.* are read at run time
     async with conn.transaction():
         if mode != "lexical":
             await conn.execute(
                 "SELECT set_config('hnsw.ef_search', %s, true),"
                 " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
                 (str(int(opts.ef_search)),),
+                prepare=True,
             )
-        cur = await conn.execute(sql, params)
+        cur = await conn.execute(sql, params, prepare=True)
         rows = await cur.fetchall()
     return [_candidate(r) for r in rows]
 

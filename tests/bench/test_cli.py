@@ -16,6 +16,9 @@ def test_hearth_bench_parses_its_arguments() -> None:
     assert (args.which, args.scale, args.quick) == ("search", 1000, False)
     assert args.json == Path("o.json")
     assert build_parser().parse_args(["bench"]).which == "all"
+    args = build_parser().parse_args(["bench", "all", "--quick", "--litellm", "--no-llm"])
+    assert (args.which, args.quick, args.litellm, args.no_llm) == ("all", True, True, True)
+    assert build_parser().parse_args(["bench", "llm"]).which == "llm"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "nonsense"])
 
@@ -36,12 +39,63 @@ def test_all_runs_every_benchmark_into_its_own_file_and_reports_failures(
 
     monkeypatch.setattr(cli, "_module", fake)
     assert cli.run("all", quick=True, json=tmp_path) == 1  # rag failed, the others still ran
-    assert list(calls) == ["ingest", "search", "rag", "chat"]
+    assert list(calls) == ["ingest", "search", "rag", "chat", "llm"]
     for name, argv in calls.items():
         assert argv[:2] == ["--json", str(tmp_path / f"{name}.json")]
     assert "--quick" in calls["ingest"]
+    assert calls["ingest"][-2:] == ["--onnx-cache", str(cli.ONNX_CACHE)]  # exported once
     assert calls["search"][-2:] == calls["rag"][-2:] == ["--scale", str(cli.QUICK_SCALE)]
+    assert calls["llm"][-1] == "--if-available"  # no CPU vLLM: said, not a failure of `all`
+
+    calls.clear()
+    assert cli.run("all", json=tmp_path, no_llm=True, data_dir=tmp_path / "ds") == 1
+    assert list(calls) == ["ingest", "search", "rag", "chat"]
+    ds = str(tmp_path / "ds" / f"search-{cli.FULL_SCALE}")  # search's, reused by rag
+    assert calls["search"][-2:] == calls["rag"][-2:] == ["--data-dir", ds]
 
     calls.clear()
     assert cli.run("search", scale=2000, json=tmp_path / "s.json") == 0
     assert calls == {"search": ["--json", str(tmp_path / "s.json"), "--scale", "2000"]}
+    calls.clear()
+    assert cli.run("llm", json=tmp_path / "l.json") == 0
+    assert calls == {"llm": ["--json", str(tmp_path / "l.json")]}  # by name: a missing vLLM fails
+
+
+def test_litellm_flag_installs_it_before_the_gateway_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench import litellm_venv
+
+    order: list[str] = []
+    monkeypatch.setattr(litellm_venv, "ensure_litellm", lambda: order.append("install"))
+
+    def fake(name: str):  # type: ignore[no-untyped-def]
+        def main(argv: Sequence[str]) -> int:
+            order.append(name)
+            return 0
+
+        return main
+
+    monkeypatch.setattr(cli, "_module", fake)
+    assert cli.run("chat", json=tmp_path / "c.json", litellm=True) == 0
+    assert order == ["install", "chat"]
+    order.clear()
+    assert cli.run("chat", json=tmp_path / "c.json") == 0
+    assert order == ["chat"]
+
+
+def test_ensure_litellm_leaves_an_installed_one_alone_and_reports_a_failed_install(
+    tmp_path: Path,
+) -> None:
+    from bench.litellm_venv import ensure_litellm, executable
+
+    exe = executable(tmp_path / "ok")
+    exe.parent.mkdir(parents=True)
+    exe.touch()
+    assert ensure_litellm(tmp_path / "ok") is None
+    # a venv that cannot be made is a reason the gateway bench prints, not a crash
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bin").write_text("not a folder")
+    note = ensure_litellm(broken / "bin" / "venv", timeout_s=60)
+    assert note is not None and "LiteLLM install failed" in note

@@ -1,32 +1,23 @@
-"""The ingest benchmark runs end to end on a tiny corpus and reports what it promises (no timing
-assertions: those belong to the figures, not to a test)."""
+"""What the ingest benchmark's result must hold (checked on the real run of `hearth bench all
+--quick` in test_all_quick; no timing assertions: those belong to the figures, not to a test)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import Any
 
-import pytest
-
-from bench.ingest import BACKENDS, STAGES, main
+from bench.ingest import BACKENDS, STAGES
 
 
-@pytest.mark.slow
-def test_quick_bench_writes_sane_results(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "bench.json"
-    assert main(["--quick", "--files", "5", "--rescan-files", "300", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-
+def check_ingest(result: dict[str, Any], files: int = 5, rescan_files: int = 300) -> None:
     corpus = result["meta"]["corpus"]
-    assert corpus["files"] == 5 and set(corpus["by_kind"]) == {"md", "txt", "html", "pdf", "docx"}
+    assert corpus["files"] == files
+    assert set(corpus["by_kind"]) == {"md", "txt", "html", "pdf", "docx"}
     assert set(result["backends"]) == set(BACKENDS)
     chunks = {b: r["pipeline"]["chunks"] for b, r in result["backends"].items()}
     assert min(chunks.values()) > 0
     assert len(set(chunks.values())) == 1  # same chunking whatever the backend
     for b, r in result["backends"].items():
-        assert r["pipeline"]["statuses"] == {"indexed": 5}, b
+        assert r["pipeline"]["statuses"] == {"indexed": files}, b
         assert r["pipeline"]["chunks_per_s"] > 0 and r["floor"]["chunks_per_s"] > 0
         assert r["pipeline_over_floor"] > 0
         assert set(r["stages_seconds"]) == set(STAGES)
@@ -41,10 +32,9 @@ def test_quick_bench_writes_sane_results(
     assert "ParserProcess" in result["meta"]["parser"]
 
     rescan = result["rescan"]
-    assert rescan["files"] == rescan["unchanged"] == 300
+    assert rescan["files"] == rescan["unchanged"] == rescan_files
     assert rescan["planned_ingest"] == rescan["planned_delete"] == rescan["planned_moves"] == 0
     assert rescan["seconds"] > 0
 
-    printed = capsys.readouterr().out
-    assert "pipe/floor" in printed and "rescan of 300 unchanged files" in printed
-    assert "synthetic prose" in printed
+
+INGEST_PRINTS = ("pipe/floor", "rescan of 300 unchanged files", "synthetic prose")
