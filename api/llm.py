@@ -167,19 +167,23 @@ class LLMClient:
                     if resp.status_code >= 400:
                         await resp.aread()
                         _check_response(backend, resp)
+                    done = False
                     async for line in resp.aiter_lines():
-                        if not line.startswith("data:"):
+                        if done or not line.startswith("data:"):
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
-                            return
+                            # read on to the end of the body (the backend ends it here): a
+                            # response left unread closes its connection instead of keeping it
+                            done = True
+                            continue
                         chunk = _event(data)
                         finished = finished or any(
                             c.get("finish_reason") for c in chunk.get("choices") or []
                         )
                         sent = True
                         yield chunk
-                    if not finished:
+                    if not (done or finished):
                         raise LLMError(502, "the language model backend's stream ended mid-answer")
                     return
             except httpx.ConnectError as exc:

@@ -42,6 +42,7 @@ class MockLLM:
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0
     finished: int = 0
+    peers: set[tuple[str, int]] = field(default_factory=set)  # client (host, port) per connection
     url: str = ""
 
     def app(self) -> Starlette:
@@ -54,6 +55,8 @@ class MockLLM:
         async def chat(request: Request) -> Response:
             body = await request.json()
             self.requests.append(body)
+            if request.client is not None:
+                self.peers.add((request.client.host, request.client.port))
             if self.announce:
                 print("request", flush=True)
             if self.status != 200:
