@@ -60,7 +60,10 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=30)
         celery = create_celery(settings) if settings.redis_url else None
         timeout = httpx.Timeout(settings.llm_timeout_s, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        # keep a connection per concurrent stream alive (httpx keeps 20): at 64 streams a third
+        # of the answers opened a new connection to the backend
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
             llm = LLMClient(http, settings.llm_base_urls, settings.llm_model, api_key)
             redis = (
