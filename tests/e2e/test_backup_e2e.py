@@ -62,7 +62,7 @@ def test_backup_restore_answers_with_the_same_sources(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             file_id = r.json()["id"]
             deadline = time.monotonic() + 300
-            while client.get(f"/files/{file_id}").json()["status"] != "indexed":
+            while client.get(f"/files/{file_id}").json()["index_status"] != "indexed":
                 assert time.monotonic() < deadline, client.get(f"/files/{file_id}").json()
                 time.sleep(0.5)
         before = ask(source, token)
