@@ -141,7 +141,11 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__.split("\n")[0])
     add_arguments(ap)
-    args = ap.parse_args(argv)
+    return run_args(ap.parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """`run` with the arguments `add_arguments` parsed (here or by `hearth bench`)."""
     return run(
         args.which,
         scale=args.scale,

@@ -33,6 +33,7 @@ from .harness import (
     EMBED_MODEL,
     REPO,
     embedded_database,
+    first_errors,
     free_port,
     machine,
     make_token,
@@ -283,14 +284,7 @@ def render(result: dict[str, Any]) -> str:
                 ]
             )
     lines += table(header, rows, first=34)
-    errors = [
-        f"{c} {n}: {r['first_error']}"
-        for c, g in result["levels"].items()
-        for n, r in g.items()
-        if r["first_error"]
-    ]
-    if errors:
-        lines += ["first errors:", *errors]
+    lines += first_errors(result["levels"])
     return "\n".join(lines)
 
 

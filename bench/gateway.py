@@ -32,6 +32,7 @@ from .harness import (
     Child,
     child_env,
     embedded_database,
+    first_errors,
     free_port,
     machine,
     make_token,
@@ -298,14 +299,7 @@ def render(result: dict[str, Any]) -> str:
                 ]
             )
     lines += table(header, rows, first=30)
-    errors = [
-        f"{c} {n}: {r['first_error']}"
-        for c, g in result["levels"].items()
-        for n, r in g.items()
-        if r["first_error"]
-    ]
-    if errors:
-        lines += ["first errors:", *errors]
+    lines += first_errors(result["levels"])
     lines += [
         "",
         "targets: "

@@ -271,3 +271,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], first: int = 28)
         cells = [f"{r[0]:<{first}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths, strict=True)]
         out.append("  ".join(cells))
     return out
+
+
+def first_errors(levels: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """ "first errors:" and one line per (concurrency, target) that failed, or nothing."""
+    errors = [
+        f"{c} {n}: {r['first_error']}"
+        for c, g in levels.items()
+        for n, r in g.items()
+        if r["first_error"]
+    ]
+    return ["first errors:", *errors] if errors else []

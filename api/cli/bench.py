@@ -66,12 +66,4 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         return soak.main(["--minutes", str(args.minutes), *out])
     from bench import cli
 
-    return cli.run(
-        args.which,
-        scale=args.scale,
-        quick=args.quick,
-        json=args.json,
-        litellm=args.litellm,
-        no_llm=args.no_llm,
-        data_dir=args.data_dir,
-    )
+    return cli.run_args(args)
