@@ -44,14 +44,27 @@ class Stack:
         assert out.returncode == 0, out.stderr
         return dict(json.loads(out.stdout))
 
-    def wait_indexed(self, count: int, timeout_s: float = 300) -> dict:  # type: ignore[type-arg]
+    def wait_for_file(
+        self, name: str, statuses: tuple[str, ...] = ("indexed",), timeout_s: float = 300
+    ) -> str:
+        """Wait until the document whose path ends in `/name` has one of `statuses` (a file
+        that has no row counts as 'missing'); fail loudly at the deadline with what was seen.
+        Waits for the file itself, never for a count other modules' files could make up."""
         deadline = time.monotonic() + timeout_s
+        seen = "missing"
         while True:
-            docs = self.status()["documents"]
-            settled = sum(docs.get(s, {}).get("count", 0) for s in ("indexed", "failed"))
-            if settled >= count or time.monotonic() > deadline:
-                return dict(docs)
-            time.sleep(1)
+            rows = self.query(
+                "SELECT status FROM documents WHERE right(path, length(%s)) = %s"
+                " ORDER BY id DESC LIMIT 1",
+                "/" + name,
+                "/" + name,
+            )
+            seen = rows[0][0] if rows else "missing"
+            if seen in statuses:
+                return str(seen)
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} is {seen!r} after {timeout_s:.0f}s, not one of {statuses}")
+            time.sleep(0.5)
 
     def query(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
         """Read the stack's embedded database (attaching to the running server)."""

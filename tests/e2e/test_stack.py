@@ -4,7 +4,6 @@ CPU vLLM server, uvicorn), files dropped into the watched folder, questions thro
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -45,13 +44,8 @@ def indexed(stack: Stack) -> Stack:
     stack.watch_dir.mkdir(parents=True, exist_ok=True)
     (stack.watch_dir / "solar.md").write_text(SOLAR_MD)
     make_pdf(stack.watch_dir / "pump.pdf")
-    deadline = time.monotonic() + 300
-    sql = (
-        "SELECT count(*) FROM documents WHERE status = 'indexed' AND path ~ '(solar.md|pump.pdf)$'"
-    )
-    while stack.query(sql)[0][0] < 2:  # other modules may have added files to the same stack
-        assert time.monotonic() < deadline, stack.status()
-        time.sleep(1)
+    for name in ("solar.md", "pump.pdf"):  # other modules may add files to the same stack
+        stack.wait_for_file(name)
     return stack
 
 
@@ -179,14 +173,9 @@ def test_unknown_model_is_404(indexed: Stack) -> None:
 def test_deleting_a_file_removes_it_from_answers(indexed: Stack) -> None:
     extra_file = indexed.watch_dir / "temporary.md"
     extra_file.write_text("# Temporary\n\nThe spare key hides under the blue flowerpot.\n")
-    indexed.wait_indexed(3)
+    indexed.wait_for_file("temporary.md")
     extra_file.unlink()
-    import time
-
-    deadline = time.monotonic() + 120
-    while indexed.status()["documents"].get("deleted", {}).get("count", 0) < 1:
-        assert time.monotonic() < deadline, indexed.status()
-        time.sleep(1)
+    indexed.wait_for_file("temporary.md", ("deleted", "missing"), timeout_s=120)
     out = indexed.hearth("search", "spare key blue flowerpot", "-k", "10")
     assert out.returncode == 0, out.stderr
     assert "temporary.md" not in out.stdout
