@@ -46,6 +46,16 @@ class SearchFilter:
             readable = tuple(c for c in readable if c in self.readable)
         return replace(self, readable=tuple(readable))
 
+    def render_scope(self, alias: str, prefix: str = "f_") -> tuple[str, dict[str, Any]]:
+        """(SQL condition on the `collection` of a statistics table under `alias`, its
+        parameters): the collections a score may be computed from, which are those the caller
+        may read (`readable`; every one when unrestricted). The other fields narrow what is
+        returned, not what a score depends on. Uses the same parameter as `render`."""
+        if self.readable is None:
+            return "true", {}
+        name = f"{prefix}readable"
+        return f"{alias}.collection = ANY(%({name})s::text[])", {name: list(self.readable)}
+
     def render(self, alias: str = "d", prefix: str = "f_") -> tuple[str, dict[str, Any]]:
         """(SQL condition on the documents table under `alias`, its named parameters).
 

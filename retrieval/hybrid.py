@@ -1,5 +1,6 @@
-"""The two retrieval legs in one round trip: BM25 over the tsvector (exact, from the statistics
-the chunk triggers keep) and pgvector HNSW cosine, each filtered inside its own SQL."""
+"""The two retrieval legs in one round trip: BM25 over the tsvector (exact, from the per-collection
+statistics the chunk triggers keep, summed over the collections the caller may read) and pgvector
+HNSW cosine, each filtered inside its own SQL."""
 
 from __future__ import annotations
 
@@ -15,17 +16,27 @@ from .filters import SearchFilter
 
 Mode = Literal["lexical", "dense", "hybrid"]
 
-# BM25 with IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene's, never negative). Candidates are
-# the chunks matching any query lexeme (GIN); tf comes from the tsvector's positions of the query
-# lexemes, which setweight + ts_filter cut out of each candidate's tsvector.
+# BM25 with IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene's, never negative). N, df and the
+# average length are summed over the collections in the search's access scope only (<SCOPE>: the
+# collections the caller may read; all for an unrestricted search), never over the whole index, so
+# a score says nothing about collections the caller cannot read. Candidates are the chunks
+# matching any query lexeme (GIN); tf comes from the tsvector's positions of the query lexemes,
+# which setweight + ts_filter cut out of each candidate's tsvector.
 _LEXICAL = """
+q_stats AS (
+    SELECT coalesce(sum(s.n), 0)::bigint AS n, coalesce(sum(s.total_len), 0)::bigint AS total_len
+    FROM bm25_collection_stats s
+    WHERE <SCOPE:s>
+),
 q_terms AS (
     SELECT t.lexeme,
-           ln(1 + (s.n - coalesce(bt.df, 0) + 0.5)::float8 / (coalesce(bt.df, 0) + 0.5)) AS idf,
+           ln(1 + (s.n - t.df + 0.5)::float8 / (t.df + 0.5)) AS idf,
            s.total_len::float8 / greatest(s.n, 1) AS avgdl
-    FROM (SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(text)s)) u) t
-    CROSS JOIN bm25_stats s
-    LEFT JOIN bm25_terms bt ON bt.lexeme = t.lexeme
+    FROM (SELECT w.lexeme,
+                 (SELECT coalesce(sum(bt.df), 0)::bigint FROM bm25_collection_terms bt
+                  WHERE bt.lexeme = w.lexeme AND <SCOPE:bt>) AS df
+          FROM (SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(text)s)) u) w) t
+    CROSS JOIN q_stats s
 ),
 q AS (
     SELECT bm25_any(array_agg(lexeme)) AS tsq, array_agg(lexeme) AS lexemes,
@@ -112,6 +123,10 @@ def build_sql(mode: Mode, opts: LegOptions) -> tuple[str, dict[str, Any]]:
         _DENSE if mode != "lexical" else _EMPTY["dense"],
     ]
     sql = "WITH " + ",\n".join(legs).replace("<FILTER>", cond) + _SELECT
+    for alias in ("s", "bt"):
+        in_scope, scope_params = opts.filter.render_scope(alias)
+        sql = sql.replace(f"<SCOPE:{alias}>", in_scope)
+        params.update(scope_params)
     params.update(n=opts.candidates, k1=opts.bm25_k1, b=opts.bm25_b)
     return sql, params
 

