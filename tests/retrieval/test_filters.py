@@ -57,6 +57,18 @@ def test_readable_collections_narrow_and_intersect() -> None:
     assert params["f_readable"] == ["b", "c"]
 
 
+def test_the_score_scope_is_the_readable_collections_only() -> None:
+    """BM25 statistics come from the collections the caller may read, never from what they
+    asked for (that narrows results only) nor from everything, unless nothing is restricted."""
+    assert SearchFilter(collections=("a",)).render_scope("s") == ("true", {})
+    f = SearchFilter(collections=("a", "z")).restricted_to(("a", "b"))
+    sql, params = f.render_scope("s")
+    assert sql == "s.collection = ANY(%(f_readable)s::text[])" and params == {
+        "f_readable": ["a", "b"]
+    }
+    assert SearchFilter(readable=()).render_scope("t")[1] == {"f_readable": []}
+
+
 DOCS: list[dict[str, Any]] = [
     {"path": "/home/ann/notes/boiler.md", "collection": "family", "mime": "text/markdown",
      "mtime": 1_700_000_000.0, "metadata": {"author": "ann", "tags": ["house"]}},
