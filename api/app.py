@@ -65,7 +65,15 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-            llm = LLMClient(http, settings.llm_base_urls, settings.llm_model, api_key)
+            # the backends are asked nothing until the first chat (`hearth eval` never chats)
+            llm = LLMClient(
+                http,
+                settings.llm_base_urls,
+                settings.llm_model,
+                api_key,
+                fallback_window=settings.llm_max_model_len,
+                health_interval_s=settings.llm_health_interval_s,
+            )
             redis = (
                 aioredis.Redis.from_url(redis_client_url(settings.redis_url))
                 if settings.redis_url
@@ -87,12 +95,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 redis=redis,
                 metrics=measured,
             )
-            health = asyncio.create_task(llm.run_health_checks(settings.llm_health_interval_s))
             follow = asyncio.create_task(emb.watch(pool))
             try:
                 yield
             finally:
-                health.cancel()
+                await llm.aclose()
                 follow.cancel()
                 if redis is not None:
                     await redis.aclose()

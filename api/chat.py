@@ -27,6 +27,7 @@ from .store import access
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
 from .tokenizer import load_counter
+from .window import answer_budget, retry_on_overflow
 
 NOT_COVERED = (
     "I could not find this in your documents, so I will not guess. Try rephrasing the "
@@ -53,6 +54,7 @@ class Turn:
     passages: list[Passage] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     uncovered: bool = False  # nothing relevant was found: answer NOT_COVERED, skip the LLM
+    window: int | None = None  # the context window it was fitted to (api.window lowers it)
     log: dict[str, Any] = field(default_factory=dict)  # this request's request-log entry
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
@@ -101,8 +103,10 @@ async def open_turn(
 async def ground(state: AppState, turn: Turn) -> None:
     """Rewrite, retrieve and build the prompt for `turn` (raises APIError when it cannot fit)."""
     s = state.settings
-    max_tokens = turn.request.max_completion_tokens or turn.request.max_tokens or s.llm_max_tokens
-    window = state.llm.max_model_len or s.llm_max_model_len
+    window = await state.llm.context_window() or s.llm_max_model_len
+    turn.window = window = min(window, turn.window or window)  # lower on a retry (api.window)
+    asked = turn.request.max_completion_tokens or turn.request.max_tokens
+    max_tokens = answer_budget(asked, s.llm_max_tokens, window)
     counter = load_counter(s.tokenizer_file)
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
     try:
@@ -203,7 +207,12 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
         await store(state, turn, NOT_COVERED, [], None)
         return completion(turn, NOT_COVERED, "stop", None, [])
     try:
-        resp = await state.llm.complete(turn.messages, **turn.params)
+        resp = await retry_on_overflow(
+            state,
+            turn,
+            lambda: state.llm.complete(turn.messages, **turn.params),
+            lambda: ground(state, turn),
+        )
     except LLMError as exc:  # nothing is stored: no part of a JSON answer cut short is usable
         state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc

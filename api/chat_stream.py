@@ -39,6 +39,7 @@ from .citations import CitationChecker, sources_footer
 from .errors import APIError, error_body
 from .llm import LLMError
 from .state import AppState
+from .window import retry_on_overflow
 
 KEEPALIVE = ": keep-alive\n\n"
 Upstream = AsyncIterator[dict[str, Any]]
@@ -54,11 +55,16 @@ async def _start(state: AppState, turn: Turn) -> Started:
     await ground(state, turn)
     if turn.uncovered:
         return None, None
-    upstream = state.llm.stream(turn.messages, **turn.params)
-    try:
-        return await anext(upstream), upstream
-    except StopAsyncIteration:
-        return None, upstream
+
+    async def open_stream() -> Started:
+        upstream = state.llm.stream(turn.messages, **turn.params)
+        try:
+            return await anext(upstream), upstream
+        except StopAsyncIteration:
+            return None, upstream
+
+    try:  # a prompt refused as too long is fitted again, once (api.window)
+        return await retry_on_overflow(state, turn, open_stream, lambda: ground(state, turn))
     except LLMError as exc:
         state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc

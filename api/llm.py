@@ -1,21 +1,28 @@
 """The LLM client: OpenAI's chat-completions protocol over one shared httpx client.
 
-Only the protocol vLLM serves is relied on, so any OpenAI-compatible backend works unchanged.
-Several base URLs are used round-robin; a backend that refuses connections or answers 502/503 is
-taken out of the rotation until a health probe (GET /models) finds it serving again.
+Only that protocol is relied on for answers, so any OpenAI-compatible backend works; what each
+says about itself (its context window, its refusals for length) is read the way it says it
+(api.backends). Several base URLs are used round-robin. A backend that refuses connections or
+answers 502/503 is taken out of the rotation until a health probe (GET /models) finds it serving
+again; one that is busy answering is alive, even when a probe times out (llama-cpp-python answers
+nothing else while it generates). Nothing is asked of a backend before the first use: a process
+that never chats (`hearth eval`) never probes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from .backends import Window, discover, error_fields, parse_overflow
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +35,43 @@ class LLMError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+class ContextOverflow(LLMError):
+    """A backend refused the prompt as too long; `limit` and `prompt_tokens` are the numbers it
+    named (in its own tokens), when it named them."""
+
+    def __init__(
+        self, message: str, backend: Backend, limit: int | None, prompt_tokens: int | None
+    ) -> None:
+        super().__init__(
+            400,
+            f"the request does not fit the model's context window: {message}",
+            "context_length_exceeded",
+        )
+        self.backend, self.limit, self.prompt_tokens = backend, limit, prompt_tokens
+
+
 @dataclass
 class Backend:
     url: str
     healthy: bool = True
     down_since: float | None = None
-    max_model_len: int | None = None  # from GET /models, when the backend says (vLLM does)
+    reported: Window | None = None  # what the backend says of its window (api.backends)
+    learnt: int | None = None  # the limit it named when it refused a prompt as too long
+    ratio: float = 1.0  # its tokens per token Hearth counts, when a refusal showed more
+    discovered: bool = False
+    in_flight: int = 0  # chat requests sent and not yet finished
+    last_progress: float | None = None  # when a chat request last got bytes (or was sent)
+    models: list[dict[str, Any]] = field(default_factory=list)  # its last model list
+    probing: asyncio.Future[list[dict[str, Any]]] | None = field(default=None, repr=False)
+
+    def window(self, fallback: int | None) -> int | None:
+        """The window Hearth uses for this backend, in its tokens: the one it reported or named
+        in a refusal, else `fallback` (LLM_MAX_MODEL_LEN) within any bound it reported."""
+        reported = self.reported.tokens if self.reported else None
+        if self.learnt or (self.reported and self.reported.exact):
+            return min(n for n in (self.learnt, reported) if n)
+        known = [n for n in (reported, fallback) if n]
+        return min(known) if known else None
 
     def mark_down(self, why: str) -> None:
         if self.healthy:
@@ -43,20 +81,40 @@ class Backend:
     def mark_up(self) -> None:
         if not self.healthy:
             log.info("LLM backend %s is back in rotation", self.url)
+            # it may have been restarted with another window: ask again
+            self.discovered, self.learnt, self.ratio = False, None, 1.0
         self.healthy, self.down_since = True, None
 
 
 class LLMClient:
     def __init__(
-        self, http: httpx.AsyncClient, base_urls: list[str], model: str, api_key: str | None = None
+        self,
+        http: httpx.AsyncClient,
+        base_urls: list[str],
+        model: str,
+        api_key: str | None = None,
+        *,
+        fallback_window: int | None = None,
+        health_interval_s: float | None = None,
+        probe_timeout_s: float = 5.0,
     ) -> None:
+        """`fallback_window`: LLM_MAX_MODEL_LEN, for a backend that does not say its window;
+        `health_interval_s`: probe the backends this often, from the first use on."""
         if not base_urls:
             raise ValueError("at least one LLM base URL is required")
         self.http = http
         self.backends = [Backend(u.rstrip("/")) for u in base_urls]
         self.model = model
+        self.fallback_window = fallback_window
+        self.health_interval_s = health_interval_s
+        self.probe_timeout_s = probe_timeout_s
         self._turn = 0  # round-robin position
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._health: asyncio.Task[None] | None = None
+        # a request with no byte for this long fails on its own read timeout: until then a
+        # backend working on one is busy, not dead
+        read = http.timeout.read if isinstance(http.timeout, httpx.Timeout) else None
+        self.stall_s = float(read or 120.0)
 
     # --- choosing a backend ------------------------------------------------------------------
     def _order(self) -> list[Backend]:
@@ -70,40 +128,151 @@ class LLMClient:
         self._turn += 1
         return healthy + down
 
+    # --- context window ------------------------------------------------------------------------
     @property
     def max_model_len(self) -> int | None:
-        """The smallest context window any backend reported (requests may go to any of them)."""
-        known = [b.max_model_len for b in self.backends if b.max_model_len]
+        """The smallest context window of the backends, in their tokens (requests may go to any
+        of them); None when none has said and no fallback is set."""
+        known = [w for b in self.backends if (w := b.window(self.fallback_window))]
         return min(known) if known else None
 
+    def window(self) -> int | None:
+        """The window to fit prompts into, in the tokens Hearth counts: each backend's, shrunk
+        by the ratio its refusals showed, the smallest of them."""
+        known = [int(w / b.ratio) for b in self.backends if (w := b.window(self.fallback_window))]
+        return min(known) if known else None
+
+    async def context_window(self) -> int | None:
+        """`window()`, after asking the backends that have not said yet (once each)."""
+        self._wake()
+        pending = [b for b in self.backends if b.healthy and not b.discovered]
+        if pending:
+            await asyncio.gather(*(self.probe(b) for b in pending), return_exceptions=True)
+        return self.window()
+
+    def learn(self, backend: Backend, limit: int | None, ratio: float = 1.0) -> None:
+        """Remember what `backend` showed when it refused a prompt as too long: the `limit` it
+        named, and how many of its tokens a token Hearth counts is (when more than one)."""
+        if limit and (backend.learnt is None or limit < backend.learnt):
+            log.info("LLM backend %s: context window %d (from its refusal)", backend.url, limit)
+            backend.learnt = limit
+        backend.ratio = max(backend.ratio, ratio)
+
+    async def rediscover(self, backend: Backend) -> None:
+        """Ask `backend` for its window again (Ollama and LM Studio say it once a model is
+        loaded, which a refused request may have done)."""
+        backend.discovered = False
+        with contextlib.suppress(LLMError):
+            await self.probe(backend)
+
     # --- health --------------------------------------------------------------------------------
+    def busy(self, backend: Backend) -> bool:
+        """Working on a request that has not stalled: alive, whatever a probe says."""
+        last = backend.last_progress
+        return backend.in_flight > 0 and last is not None and time.monotonic() - last < self.stall_s
+
     async def probe(self, backend: Backend) -> list[dict[str, Any]]:
-        """GET /models on one backend; marks it up or down and records its context window."""
+        """GET /models on one backend; marks it up or down, and the first time (or after it
+        came back) learns its context window. A probe that times out while the backend is busy
+        answering, or answered a request meanwhile, leaves it in rotation. Callers at the same
+        time (the health checks, a first chat, /ready) share one probe."""
+        shared = backend.probing
+        if shared is None or shared.done() or shared.get_loop() is not asyncio.get_running_loop():
+            backend.probing = shared = asyncio.ensure_future(self._probe(backend))
+        return await asyncio.shield(shared)
+
+    async def _probe(self, backend: Backend) -> list[dict[str, Any]]:
+        started = time.monotonic()
         try:
-            resp = await self.http.get(backend.url + "/models", headers=self._headers, timeout=5)
-            _raise_for_status(resp)
+            resp = await self.http.get(
+                backend.url + "/models", headers=self._headers, timeout=self.probe_timeout_s
+            )
+            _raise_for_status(backend, resp)
             data = list(resp.json().get("data", []))
-        except (httpx.HTTPError, LLMError, ValueError) as exc:
+        except httpx.TimeoutException as exc:
+            if self.busy(backend) or (backend.last_progress or 0) >= started:
+                log.info("LLM backend %s is busy answering (its probe timed out)", backend.url)
+                return backend.models
+            backend.mark_down(f"{type(exc).__name__}: {exc}")
+            raise _as_llm_error(exc) from exc
+        except (httpx.HTTPError, LLMError, ValueError, AttributeError) as exc:
             backend.mark_down(f"{type(exc).__name__}: {exc}")
             raise _as_llm_error(exc) from exc
         backend.mark_up()
-        lens = [m.get("max_model_len") for m in data if m.get("id") == self.model] or [
-            m.get("max_model_len") for m in data
-        ]
-        backend.max_model_len = next((int(x) for x in lens if isinstance(x, int) and x > 0), None)
+        backend.models = data
+        if not backend.discovered or (backend.reported and not backend.reported.exact):
+            await self._discover(backend, data)
         return data
 
+    async def _discover(self, backend: Backend, listed: list[dict[str, Any]]) -> None:
+        window = await discover(
+            self.http,
+            backend.url,
+            self.model,
+            listed,
+            headers=self._headers,
+            timeout=self.probe_timeout_s,
+        )
+        if window != backend.reported:
+            if window:
+                kind = "" if window.exact else " (an upper bound)"
+                log.info(
+                    "LLM backend %s: context window %d%s from %s",
+                    backend.url,
+                    window.tokens,
+                    kind,
+                    window.source,
+                )
+            else:
+                log.info(
+                    "LLM backend %s does not say its context window; LLM_MAX_MODEL_LEN=%s is used",
+                    backend.url,
+                    self.fallback_window,
+                )
+        backend.reported, backend.discovered = window, True
+
     async def check_all(self) -> None:
-        await asyncio.gather(*(self.probe(b) for b in self.backends), return_exceptions=True)
+        """Probe the backends that need it: not those answering requests right now, which
+        shows they are alive (and a single-slot server would make the probe wait)."""
+        now = time.monotonic()
+        due = [
+            b
+            for b in self.backends
+            if not (
+                b.healthy
+                and b.discovered
+                and b.last_progress is not None
+                and now - b.last_progress < (self.health_interval_s or 0)
+            )
+        ]
+        await asyncio.gather(*(self.probe(b) for b in due), return_exceptions=True)
 
     async def run_health_checks(self, interval_s: float) -> None:
-        """Probe every backend now and then every `interval_s` (run as a task by the app)."""
+        """Probe every backend now and then every `interval_s`."""
         while True:
             await self.check_all()
             await asyncio.sleep(interval_s)
 
+    def _wake(self) -> None:
+        """Start the health checks at the first use (not at start-up)."""
+        if self._health is None and self.health_interval_s:
+            self._health = asyncio.create_task(self.run_health_checks(self.health_interval_s))
+
+    async def aclose(self) -> None:
+        """Stop the health checks."""
+        task, self._health = self._health, None
+        if task is None:
+            return
+        if task.get_loop() is not asyncio.get_running_loop():  # (tests run apps in two loops)
+            task.get_loop().call_soon_threadsafe(task.cancel)
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def models(self) -> list[dict[str, Any]]:
         """The model list of the first backend that answers."""
+        self._wake()
         last: LLMError | None = None
         for backend in self._order():
             try:
@@ -112,6 +281,14 @@ class LLMClient:
                 last = exc
         assert last is not None
         raise last
+
+    async def ready(self) -> str:
+        """'ok' when a backend can answer: one busy answering is, without being asked."""
+        self._wake()
+        if any(b.healthy and self.busy(b) for b in self.backends):
+            return "ok"
+        await self.models()
+        return "ok"
 
     # --- requests ------------------------------------------------------------------------------
     def _body(
@@ -122,9 +299,15 @@ class LLMClient:
             body["stream_options"] = {"include_usage": True}
         return {**body, **params}
 
+    def _progress(self, backend: Backend) -> None:
+        backend.last_progress = time.monotonic()
+
     async def complete(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        self._wake()
         body = self._body(messages, False, params)
         for backend, last in _with_last(self._order()):
+            backend.in_flight += 1
+            self._progress(backend)
             try:
                 resp = await self.http.post(
                     backend.url + "/chat/completions", json=body, headers=self._headers
@@ -136,10 +319,14 @@ class LLMClient:
                 continue  # nothing reached this backend: the next one may serve it
             except httpx.HTTPError as exc:
                 raise _as_llm_error(exc) from exc
+            finally:
+                backend.in_flight -= 1
             if resp.status_code in _RETRY and not last:
                 backend.mark_down(f"HTTP {resp.status_code}")
                 continue  # refused before any work: the next backend may serve it
-            _check_response(backend, resp)
+            self._progress(backend)
+            self._check_response(backend, resp)
+            backend.mark_up()
             return dict(resp.json())
         raise AssertionError("unreachable")
 
@@ -150,13 +337,19 @@ class LLMClient:
         generator (the client went away) closes the backend connection, which makes vLLM abort
         the request.
 
-        A backend that fails mid-answer (killed, reset, timed out, or its stream ends with
-        neither a finish_reason nor `[DONE]`) raises LLMError after the chunks already yielded;
-        only a request nothing was yielded for moves on to the next backend. One that fails
-        after its finish_reason (before `[DONE]`) has given the whole answer: it just ends."""
+        A backend that fails mid-answer (killed, reset, timed out, an error event, or its stream
+        ends with neither a finish_reason nor `[DONE]`) raises LLMError after the chunks already
+        yielded; only a request nothing was yielded for moves on to the next backend. One that
+        fails after its finish_reason (before `[DONE]`) has given the whole answer: it just ends.
+        A stream that ends before its first event (llama-cpp-python's way of refusing a prompt)
+        is asked again without streaming, so the caller gets the backend's own error."""
+        self._wake()
         body = self._body(messages, True, params)
         sent = finished = False
         for backend, last in _with_last(self._order()):
+            events = 0
+            backend.in_flight += 1
+            self._progress(backend)
             try:
                 async with self.http.stream(
                     "POST", backend.url + "/chat/completions", json=body, headers=self._headers
@@ -166,48 +359,99 @@ class LLMClient:
                         continue
                     if resp.status_code >= 400:
                         await resp.aread()
-                        _check_response(backend, resp)
+                        self._check_response(backend, resp)
                     done = False
                     async for line in resp.aiter_lines():
+                        self._progress(backend)
                         if done or not line.startswith("data:"):
                             continue
                         data = line[5:].strip()
+                        events += 1
                         if data == "[DONE]":
                             # read on to the end of the body (the backend ends it here): a
                             # response left unread closes its connection instead of keeping it
                             done = True
                             continue
-                        chunk = _event(data)
+                        chunk = self._event(backend, data, resp.status_code)
                         finished = finished or any(
                             c.get("finish_reason") for c in chunk.get("choices") or []
                         )
+                        if not sent:
+                            backend.mark_up()
                         sent = True
                         yield chunk
                     if not (done or finished):
-                        raise LLMError(502, "the language model backend's stream ended mid-answer")
+                        if events:
+                            raise LLMError(
+                                502, "the language model backend's stream ended mid-answer"
+                            )
+                        await self._diagnose(backend, body)
+                        raise LLMError(
+                            502,
+                            "the language model backend ended its stream before the first "
+                            "token, without saying why (its log may)",
+                        )
                     return
             except httpx.ConnectError as exc:
                 backend.mark_down(str(exc))
                 if last or sent:
                     raise _as_llm_error(exc) from exc
-            except httpx.HTTPError as exc:
+            except httpx.TimeoutException as exc:
                 if finished:
                     return
                 raise _as_llm_error(exc) from exc
+            except httpx.HTTPError as exc:
+                if finished:
+                    return
+                if not events:  # cut before its first event: ask why
+                    await self._diagnose(backend, body)
+                raise _as_llm_error(exc) from exc
+            finally:
+                backend.in_flight -= 1
+
+    async def _diagnose(self, backend: Backend, streamed: dict[str, Any]) -> None:
+        """A stream ended before its first event: ask the same backend the same thing without
+        streaming (one token), and raise its error, if it has one to say."""
+        body = {**streamed, "stream": False, "max_tokens": 1}
+        body.pop("stream_options", None)
+        body.pop("max_completion_tokens", None)
+        try:
+            resp = await self.http.post(
+                backend.url + "/chat/completions", json=body, headers=self._headers
+            )
+        except httpx.HTTPError:
+            return
+        if resp.status_code >= 400:
+            self._check_response(backend, resp)
+
+    def _event(self, backend: Backend, data: str, status: int) -> dict[str, Any]:
+        """One streamed chunk. A broken one (e.g. the last line of a stream cut short) is a
+        502; an error event (llama.cpp's and vLLM's way after the first token) is raised as
+        the backend's own error."""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise LLMError(502, f"the language model backend sent a broken event: {data[:100]!r}")
+        if "error" in chunk and not chunk.get("choices"):
+            err = chunk["error"]
+            code = err.get("code") if isinstance(err, dict) else None
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            _raise_error(backend, status, chunk)
+        return chunk
+
+    def _check_response(self, backend: Backend, resp: httpx.Response) -> None:
+        if resp.status_code in _RETRY:
+            backend.mark_down(f"HTTP {resp.status_code}")
+        try:
+            _raise_for_status(backend, resp)
+        except ContextOverflow as exc:
+            self.learn(backend, exc.limit)
+            raise
 
 
 _RETRY = (502, 503)  # the backend did no work: another one may take the request
-
-
-def _event(data: str) -> dict[str, Any]:
-    """One streamed chunk; a broken one (e.g. the last line of a stream cut short) is a 502."""
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        raise LLMError(502, f"the language model backend sent a broken event: {data[:100]!r}")
-    return chunk
 
 
 def _with_last(items: list[Backend]) -> list[tuple[Backend, bool]]:
@@ -224,34 +468,28 @@ def _as_llm_error(exc: Exception) -> LLMError:
     return LLMError(502, f"the language model backend failed: {exc or type(exc).__name__}")
 
 
-def _check_response(backend: Backend, resp: httpx.Response) -> None:
-    if resp.status_code in _RETRY:
-        backend.mark_down(f"HTTP {resp.status_code}")
-    _raise_for_status(resp)
-
-
-def _raise_for_status(resp: httpx.Response) -> None:
+def _raise_for_status(backend: Backend, resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
     try:
-        detail = resp.json().get("error", {})
-        message = detail.get("message") if isinstance(detail, dict) else str(detail)
-    except (ValueError, AttributeError):
-        message = resp.text[:300]
-    message = message or f"HTTP {resp.status_code}"
-    lowered = message.lower()
-    if resp.status_code in (400, 413) and ("context" in lowered or "too long" in lowered):
-        raise LLMError(
-            400,
-            f"the request does not fit the model's context window: {message}",
-            "context_length_exceeded",
-        )
-    if resp.status_code in (400, 422):  # a parameter passed through was refused
+        body: Any = resp.json()
+    except ValueError:
+        body = resp.text[:300]
+    _raise_error(backend, resp.status_code, body)
+
+
+def _raise_error(backend: Backend, status: int, body: Any) -> None:
+    """Raise the backend's error `body` (answered with `status`) as Hearth's, in its words."""
+    message = error_fields(body)[0] or (body if isinstance(body, str) else "") or f"HTTP {status}"
+    overflow = parse_overflow(status, body)
+    if overflow is not None:
+        raise ContextOverflow(message, backend, overflow.limit, overflow.prompt_tokens)
+    if status in (400, 422):  # a parameter passed through was refused
         raise LLMError(400, f"the language model backend refused the request: {message}", None)
-    if resp.status_code in (401, 403):
+    if status in (401, 403):
         raise LLMError(502, "the language model backend refused Hearth's API key (LLM_API_KEY)")
-    if resp.status_code == 404:
+    if status == 404:
         raise LLMError(502, f"the language model backend does not serve this model: {message}")
-    if resp.status_code == 503:
+    if status == 503:
         raise LLMError(503, f"the language model backend is unavailable: {message}", "llm_busy")
-    raise LLMError(502, f"the language model backend answered {resp.status_code}: {message}")
+    raise LLMError(502, f"the language model backend answered {status}: {message}")

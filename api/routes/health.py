@@ -62,8 +62,8 @@ async def _check_redis(state: State) -> str:
 
 
 async def _check_llm(state: State) -> str:
-    await state.llm.models()
-    return "ok"
+    # a backend busy answering is ready, though it may not answer a probe meanwhile
+    return await state.llm.ready()
 
 
 @router.get("/health")

@@ -1,0 +1,144 @@
+"""The LLM client against backends as they are (tests/scripted_backends.py, speaking like vLLM,
+llama.cpp's server, llama-cpp-python's server, Ollama and LM Studio, with their recorded bodies):
+where each reports its context window, how each refuses a prompt as too long, streamed or not,
+and health that tells a busy backend from a dead one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from api.llm import LLMClient, LLMError
+from tests.mock_llm import serve
+from tests.scripted_backends import Scripted
+
+LONG = [{"role": "user", "content": "How does the boiler work? " * 200}]  # ~1,200 tokens
+
+
+def client(http: httpx.AsyncClient, backend: Scripted, **kw: Any) -> LLMClient:
+    return LLMClient(http, [backend.url], backend.model, **kw)
+
+
+@pytest.mark.parametrize(
+    ("flavor", "options"),
+    [
+        ("vllm", {}),  # /v1/models max_model_len
+        ("llama_cpp_server", {}),  # /v1/models meta.n_ctx, /props
+        ("llama_cpp_server", {"older": True}),  # /props (its /v1/models has only n_ctx_train)
+        ("ollama", {}),  # /api/show: num_ctx in the Modelfile's parameters
+        ("ollama", {"num_ctx_in_modelfile": False}),  # /api/ps: the loaded model's context
+        ("lmstudio", {}),  # /api/v0/models loaded_context_length
+    ],
+)
+def test_the_window_each_backend_reports_is_learnt(flavor: str, options: dict[str, Any]) -> None:
+    async def go(backend: Scripted) -> int | None:
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            await llm.check_all()
+            return llm.max_model_len
+
+    with serve(Scripted(flavor, n_ctx=512, **options)) as backend:  # type: ignore[arg-type]
+        assert asyncio.run(go(backend)) == 512, backend.hits
+
+
+def test_a_window_that_is_only_a_bound_is_not_taken_for_the_served_one() -> None:
+    """Ollama's model_info context_length and LM Studio's max_context_length are what the model
+    was trained for, not what it is served with: they only cap the configured fallback."""
+
+    async def go(backend: Scripted) -> int | None:
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            await llm.check_all()
+            return llm.max_model_len
+
+    for flavor in ("ollama", "lmstudio"):
+        quiet = Scripted(flavor, n_ctx=512, num_ctx_in_modelfile=False, loaded=False)
+        with serve(quiet) as backend:  # type: ignore[arg-type]
+            assert asyncio.run(go(backend)) in (None, 8192), flavor
+
+
+@pytest.mark.parametrize("flavor", ["vllm", "llama_cpp_server", "llama_cpp_python", "lmstudio"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refusal_for_length_is_read_and_remembered(flavor: str, stream: bool) -> None:
+    """The caller gets the backend's own words with a 400, streamed or not (llama-cpp-python's
+    streamed refusal is an empty stream: the client asks again without streaming to learn why),
+    and the limit the backend named is remembered for it."""
+
+    async def go(backend: Scripted) -> tuple[LLMError, int | None]:
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            with pytest.raises(LLMError) as caught:
+                if stream:
+                    async for _ in llm.stream(LONG, max_tokens=64):
+                        pass
+                else:
+                    await llm.complete(LONG, max_tokens=64)
+            return caught.value, llm.max_model_len
+
+    with serve(Scripted(flavor, n_ctx=512)) as backend:  # type: ignore[arg-type]
+        exc, remembered = asyncio.run(go(backend))
+    assert (exc.status, exc.code) == (400, "context_length_exceeded"), exc.message
+    assert "512" in exc.message, exc.message
+    assert remembered == 512
+
+
+def test_an_error_event_mid_stream_reaches_the_caller_in_the_backends_words() -> None:
+    async def go(backend: Scripted) -> tuple[list[dict[str, Any]], LLMError]:
+        got: list[dict[str, Any]] = []
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            with pytest.raises(LLMError) as caught:
+                async for chunk in llm.stream([{"role": "user", "content": "hi"}]):
+                    got.append(chunk)
+            return got, caught.value
+
+    with serve(Scripted("llama_cpp_server", n_ctx=4096, fail_mid_stream=True)) as backend:  # type: ignore[arg-type]
+        chunks, exc = asyncio.run(go(backend))
+    assert any(c["choices"][0]["delta"].get("content") for c in chunks)  # the text before it
+    assert exc.status == 502 and "Compute error." in exc.message, exc.message
+
+
+def test_a_backend_busy_streaming_an_answer_stays_in_rotation() -> None:
+    """llama-cpp-python's one lock makes GET /v1/models wait while it generates: the health probe
+    times out, but the backend is streaming tokens, so it is alive."""
+
+    async def go(backend: Scripted) -> tuple[str, list[bool]]:
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            seen: list[bool] = []
+
+            async def probe_meanwhile() -> None:
+                while not backend.requests:  # the answer has started
+                    await asyncio.sleep(0.01)
+                await llm.check_all()  # times out: the backend is busy
+                seen.append(llm.backends[0].healthy)
+
+            prober = asyncio.create_task(probe_meanwhile())
+            text = ""
+            async for chunk in llm.stream([{"role": "user", "content": "hi"}]):
+                for choice in chunk.get("choices") or []:
+                    text += (choice.get("delta") or {}).get("content") or ""
+            await prober
+            seen.append(llm.backends[0].healthy)
+            return text, seen
+
+    # 40 words, one every 0.2 s: the answer outlasts the 5 s probe timeout
+    reply = " ".join(f"w{i}" for i in range(40))
+    with serve(Scripted("llama_cpp_python", n_ctx=4096, reply=reply, delay_s=0.2)) as backend:  # type: ignore[arg-type]
+        text, healthy = asyncio.run(go(backend))
+    assert text == reply
+    assert healthy == [True, True]
+
+
+def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
+    async def go(backend: Scripted) -> bool:
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+            await llm.check_all()
+            return llm.backends[0].healthy
+
+    with serve(Scripted("vllm", models_delay_s=30)) as backend:  # type: ignore[arg-type]
+        assert asyncio.run(go(backend)) is False
