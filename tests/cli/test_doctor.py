@@ -225,3 +225,27 @@ def test_watched_folders_must_exist_and_be_folders(tmp_path: Path) -> None:
     )
     second.mkdir()
     assert [c.status for c in doctor.watch_checks(settings)][:2] == ["OK", "OK"]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "options", "status", "says"),
+    [
+        ("llama_cpp_server", {}, "OK", "context window 2048 (GET /v1/models meta.n_ctx)"),
+        ("llama_cpp_server", {"older": True}, "OK", "window 2048 (llama.cpp GET /props n_ctx)"),
+        ("ollama", {}, "OK", "context window 2048 (Ollama GET /api/ps context_length)"),
+        ("lmstudio", {}, "OK", "context window 2048 (LM Studio GET /api/v0/models"),
+        ("llama_cpp_python", {}, "WARN", "context window unknown; LLM_MAX_MODEL_LEN=4096"),
+        ("ollama", {"num_ctx_in_modelfile": False, "loaded": False}, "WARN", "at most 8192"),
+    ],
+)
+def test_the_backend_check_reads_the_window_where_each_server_says_it(
+    flavor: str, options: dict[str, Any], status: str, says: str
+) -> None:
+    """llama.cpp, Ollama and LM Studio say their window outside /v1/models (Ollama lists the
+    model as `smollm2:latest`); llama-cpp-python does not say it at all."""
+    from tests.scripted_backends import Scripted
+
+    with serve(Scripted(flavor, n_ctx=2048, **options)) as backend:  # type: ignore[arg-type]
+        s = get_settings(llm_base_url=backend.url, llm_model="smollm2")
+        (check,) = list(doctor.llm_checks(s))
+    assert check.status == status and says in check.detail, check
