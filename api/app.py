@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from core.db import async_pool
@@ -18,7 +18,7 @@ from core.offline import go_offline
 from core.settings import Settings, redis_client_url
 from workers.celery_app import create_celery
 
-from . import errors
+from . import errors, textguard
 from .index_embedder import IndexEmbedder
 from .limits import BodyLimit
 from .llm import LLMClient
@@ -29,6 +29,7 @@ from .routes import (
     admin,
     chat,
     conversations,
+    docs,
     embeddings,
     files,
     health,
@@ -108,10 +109,21 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 if celery is not None:
                     await asyncio.to_thread(celery.close)
 
-    app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
+    # no public schema and no docs pages (they load Swagger UI from a CDN); API_DOCS=true
+    # serves the schema to signed-in callers (api.routes.docs)
+    app = FastAPI(
+        title="Hearth",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(textguard.path_params)],
+    )
     errors.install(app)
     # the last added runs first: the request id (so that every log line has it), the metrics,
-    # CORS (pre-flights carry no token), the log, size, credentials
+    # CORS (pre-flights carry no token), the log, size, credentials, NULs and lone surrogates
+    app.add_middleware(textguard.TextGuard)
     app.add_middleware(AuthGate)
     app.add_middleware(
         BodyLimit,
@@ -144,4 +156,6 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     app.include_router(embeddings.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    if settings.api_docs:
+        app.include_router(docs.router)
     return app

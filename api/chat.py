@@ -7,6 +7,7 @@ streaming path (api.chat_stream) runs it under keep-alives.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +19,13 @@ from .citations import CitationChecker, attribute, insert_markers, sources_foote
 from .errors import APIError
 from .llm import LLMError
 from .models import ModelChoice, parse_model
-from .prompt import DEFAULT_SYSTEM_PROMPT, PromptTooLong, build_prompt, plain_prompt
+from .prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    PromptTooLong,
+    build_prompt,
+    check_length,
+    plain_prompt,
+)
 from .rewrite import rewrite_query
 from .schemas import ChatRequest
 from .search import SearchFilters, SearchRequest, run_search
@@ -26,6 +33,7 @@ from .state import AppState
 from .store import access
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
+from .textguard import clean_text
 from .tokenizer import load_counter
 from .window import answer_budget, retry_on_overflow
 
@@ -107,11 +115,15 @@ async def ground(state: AppState, turn: Turn) -> None:
     turn.window = window = min(window, turn.window or window)  # lower on a retry (api.window)
     asked = turn.request.max_completion_tokens or turn.request.max_tokens
     max_tokens = answer_budget(asked, s.llm_max_tokens, window)
-    counter = load_counter(s.tokenizer_file)
+    counter = await asyncio.to_thread(load_counter, s.tokenizer_file)
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
     try:
+        # a message too long for any prompt is refused before it costs a search or a count
+        check_length(counter, window, max_tokens, turn.question, turn.client_system)
+        # counting tokens is CPU work: on a thread, so other requests go on meanwhile
         if not turn.rag:
-            turn.messages = plain_prompt(
+            turn.messages = await asyncio.to_thread(
+                plain_prompt,
                 turn.client_system,
                 turn.history,
                 turn.question,
@@ -142,7 +154,8 @@ async def ground(state: AppState, turn: Turn) -> None:
         system = s.system_prompt or DEFAULT_SYSTEM_PROMPT
         if turn.client_system:
             system += "\n\n" + turn.client_system
-        prompt = build_prompt(
+        prompt = await asyncio.to_thread(
+            build_prompt,
             turn.question,
             turn.passages,
             turn.history,
@@ -218,7 +231,7 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
         raise APIError(exc.status, exc.message, code=exc.code) from exc
     choice = (resp.get("choices") or [{}])[0]
     checker = CitationChecker(len(turn.passages))
-    answer = checker.check((choice.get("message") or {}).get("content") or "")
+    answer = checker.check(clean_text((choice.get("message") or {}).get("content") or ""))
     marks = attribute_if_uncited(checker, answer, turn.passages)
     answer = insert_markers(answer, marks)
     citations = checker.citations(turn.passages)
@@ -259,6 +272,7 @@ async def store(
     """Keep the turn in its conversation; `incomplete`: the backend failed mid-answer and
     `answer` is the part the client received."""
     usage = usage or {}
+    answer = clean_text(answer)  # a model can emit a NUL; PostgreSQL cannot store one
     turn.log.update(
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),

@@ -81,6 +81,7 @@ def install(app: FastAPI) -> None:
         return error_response(
             exc.status_code,
             str(exc.detail),
+            param=getattr(exc, "param", None),  # api.textguard.BadText carries one
             code=getattr(exc, "code", None),  # api.limits.BodyTooLarge carries one
             headers=dict(exc.headers) if exc.headers else None,
         )

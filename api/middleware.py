@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.logs import request_id_var
 
 from .errors import error_response
+from .textguard import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class RequestLog:
             await self.app(scope, receive, watch)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or scope.get("path", "")
+            # an unrouted path is the caller's: a NUL in it must not keep the row out of the log
+            path = getattr(route, "path", None) or clean_text(scope.get("path", ""))
             row = (
                 entry.get("token_id"),
                 entry.get("user_id"),

@@ -38,6 +38,35 @@ class PromptTooLong(ValueError):
     """Even with no history and no passages the request would not fit the context window."""
 
 
+def check_length(
+    counter: TokenCounter, context_tokens: int, max_answer_tokens: int, *texts: str
+) -> None:
+    """Raise PromptTooLong, without counting a token, when `texts` (what every prompt must hold:
+    the question, the system prompt) are longer than any text that could fit the window."""
+    most = counter.max_chars(context_tokens - max_answer_tokens)
+    if most is not None and sum(len(t) for t in texts) > most:
+        raise PromptTooLong(
+            f"the messages are too long for the model's context window ({context_tokens} "
+            f"tokens, {max_answer_tokens} of them kept for the answer); shorten them or lower "
+            "max_tokens"
+        )
+
+
+def may_fit(
+    history: Sequence[tuple[str, str]], counter: TokenCounter, budget_tokens: int
+) -> Sequence[tuple[str, str]]:
+    """The most recent turns of `history` that could fit `budget_tokens` at all, judged by
+    length alone; older ones would be dropped anyway, so they are never counted."""
+    most = counter.max_chars(budget_tokens)
+    if most is None:
+        return history
+    used, first = 0, len(history)
+    while first > 0 and used + len(history[first - 1][1]) <= most:
+        first -= 1
+        used += len(history[first][1])
+    return history[first:]
+
+
 @dataclass(frozen=True)
 class Prompt:
     messages: list[dict[str, str]]
@@ -61,6 +90,9 @@ def build_prompt(
     best passage is left; then the rest of the history, then that passage.
     """
     budget = context_tokens - max_answer_tokens
+    check_length(counter, context_tokens, max_answer_tokens, question, system_prompt)
+    kept = may_fit(history, counter, budget)
+    dropped, history = len(history) - len(kept), kept
     blocks = [format_passage(i, p) for i, p in enumerate(passages, 1)]
     # a passage's cost does not depend on what else is kept: count each once
     block_cost = [counter.count(b) + 2 for b in blocks]
@@ -96,7 +128,7 @@ def build_prompt(
     messages = [{"role": "system", "content": system}]
     messages += [{"role": r, "content": t} for r, t in history[first_turn:]]
     messages.append({"role": "user", "content": question})
-    return Prompt(messages, list(passages[:n_passages]), first_turn)
+    return Prompt(messages, list(passages[:n_passages]), dropped + first_turn)
 
 
 def plain_prompt(
@@ -112,6 +144,8 @@ def plain_prompt(
     head = [{"role": "system", "content": system}] if system else []
     tail = [{"role": "user", "content": question}]
     budget = context_tokens - max_answer_tokens
+    check_length(counter, context_tokens, max_answer_tokens, question, system)
+    history = may_fit(history, counter, budget)
     turns = [{"role": r, "content": t} for r, t in history]
     costs = [counter.count(t) + MESSAGE_OVERHEAD for _, t in history]
     used = counter.messages(head + tail) + sum(costs)

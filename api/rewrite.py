@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from .llm import LLMClient, LLMError
+from .textguard import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def clean_query(text: str) -> str | None:
     """The query in a model's reply, or None when the reply is not one."""
     line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^(search query|query)\s*:\s*", "", line, flags=re.IGNORECASE)
-    line = line.strip().strip("\"'`").strip()
+    line = clean_text(line, "").strip().strip("\"'`").strip()
     if len(line) < 3 or len(line) > MAX_QUERY_CHARS or _REFUSAL.match(line):
         return None
     return line

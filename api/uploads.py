@@ -15,6 +15,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from .errors import APIError
+from .textguard import CODE, message
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -72,6 +73,7 @@ class MultipartUpload:
         self._in_file = False
         self._data = bytearray()
         self._too_large: APIError | None = None
+        self._ended = False  # the closing boundary was seen
 
     async def receive(
         self, stream: AsyncIterator[bytes], boundary: bytes, too_large: APIError
@@ -86,6 +88,7 @@ class MultipartUpload:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
         parser = MultipartParser(boundary, callbacks)
         try:
@@ -93,6 +96,14 @@ class MultipartUpload:
                 parser.write(chunk)
                 await self._flush()
             parser.finalize()
+            if not self._ended:  # python-multipart's finalize does not check (its TODO)
+                raise APIError(
+                    400,
+                    "The multipart/form-data body ends before its closing boundary: the upload"
+                    " was cut short, and nothing was stored.",
+                    param="file",
+                    code="incomplete_upload",
+                )
             await self._flush()
         except FormParserError:
             self._discard()
@@ -164,5 +175,11 @@ class MultipartUpload:
 
     def _part_end(self) -> None:
         if not self._in_file:
-            self.fields.setdefault(self._name, _decode(bytes(self._data)))
+            value = _decode(bytes(self._data))
+            if "\x00" in value:  # PostgreSQL text cannot hold one (see api.textguard)
+                raise APIError(400, message(self._name), param=self._name, code=CODE)
+            self.fields.setdefault(self._name, value)
         self._in_file = False
+
+    def _end(self) -> None:
+        self._ended = True

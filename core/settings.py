@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     log_chat_text: bool = False  # keep prompts and answers in the request log
     log_format: Literal["text", "json"] = "text"  # json: one object per line, with request ids
     metrics_public: bool = False  # GET /metrics without an admin token (private networks only)
+    api_docs: bool = False  # serve GET /openapi.json to signed-in callers (no docs pages)
     request_log_days: int = Field(default=30, ge=0)  # 0: keep the request log forever
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
     # addresses of reverse proxies whose X-Forwarded-User header is believed; unset: none

@@ -28,7 +28,14 @@ async def chat_completions(
     x_conversation_id: str | None = Header(default=None),
     x_hearth_footer: str | None = Header(default=None),
 ) -> Any:
-    conversation_id = x_conversation_id or (body.metadata or {}).get("conversation_id")
+    given = (body.metadata or {}).get("conversation_id")
+    if given is not None and not isinstance(given, str):
+        raise APIError(
+            400,
+            "metadata.conversation_id must be a string: the id of one of your conversations.",
+            param="metadata.conversation_id",
+        )
+    conversation_id = x_conversation_id or given
     footer = state.settings.sources_footer
     if body.sources_footer is not None:
         footer = body.sources_footer

@@ -61,7 +61,7 @@ async def embeddings(body: EmbeddingsRequest, state: State, user: CurrentUser) -
     if body.dimensions is not None and body.dimensions != emb.dim:
         raise APIError(400, f"dimensions must be {emb.dim} for this model.", param="dimensions")
     texts = _texts(body)
-    counts = [emb.count_tokens(t) for t in texts]
+    counts = await asyncio.to_thread(lambda: [emb.count_tokens(t) for t in texts])
     limit = getattr(emb, "max_tokens", None)
     if limit and max(counts) > limit:
         worst = counts.index(max(counts))

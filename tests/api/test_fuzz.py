@@ -61,6 +61,7 @@ def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
             llm_base_url=mock.url,
             llm_model="mock",
             rate_limit_rps=0,  # or most generated requests would only meet the rate limit
+            api_docs=True,  # the schema, for a signed-in caller (off by default)
         )
         port = free_port()
         server = uvicorn.Server(
@@ -78,8 +79,10 @@ def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
             redis.stop()
 
 
-def operations(base: str) -> list[Any]:
-    loaded = schemathesis.openapi.from_url(base + "/openapi.json")
+def operations(base: str, token: str) -> list[Any]:
+    loaded = schemathesis.openapi.from_url(
+        base + "/openapi.json", headers={"Authorization": f"Bearer {token}"}
+    )
     ops = [r.ok() for r in loaded.get_all_operations()]
     return [op for op in ops if op.path.startswith("/v1/")]
 
@@ -87,9 +90,14 @@ def operations(base: str) -> list[Any]:
 BOTH = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
-def fuzz(base: str, check: Callable[[Any], None], modes: tuple[GenerationMode, ...] = BOTH) -> int:
+def fuzz(
+    base: str,
+    token: str,
+    check: Callable[[Any], None],
+    modes: tuple[GenerationMode, ...] = BOTH,
+) -> int:
     """Run `check` on generated cases of every /v1 operation, valid ones and invalid ones."""
-    ops = operations(base)
+    ops = operations(base, token)
     for op in ops:
         for mode in modes:
 
@@ -140,11 +148,11 @@ def test_no_request_gets_a_server_error(server: tuple[str, str], pg_url: str) ->
         if case.path.startswith("/v1/admin/"):
             reinstate(pg_url)
 
-    assert fuzz(base, check) >= 10  # chat, models, files, search, embeddings, conversations…
+    assert fuzz(base, token, check) >= 10  # chat, models, files, search, embeddings, conversations…
 
 
 def test_without_a_token_every_route_is_401(server: tuple[str, str]) -> None:
-    base, _ = server
+    base, token = server  # the token only fetches the schema
 
     def check(case: Any) -> None:
         headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
@@ -153,7 +161,7 @@ def test_without_a_token_every_route_is_401(server: tuple[str, str]) -> None:
         assert response.status_code == 401, (case.method, case.path, response.text)
         assert_openai_error(response)
 
-    fuzz(base, check)
+    fuzz(base, token, check)
 
 
 @pytest.mark.parametrize(
