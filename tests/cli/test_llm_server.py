@@ -3,8 +3,10 @@ serving the converted SmolLM2 (HEARTH_TEST_LLM_DIR, made by `make llm-model`).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -15,7 +17,9 @@ import pytest
 
 from api.cli.llm_convert import COMPLETE_MARKER, LLMServerError, is_prepared, prepare_model
 from api.cli.llm_server import LocalLLMServer, from_settings, process_group_alive
+from api.llm import ContextOverflow, LLMClient
 from core.settings import Settings
+from tests.scripted_backends import fixture
 
 
 def _free_port() -> int:
@@ -156,6 +160,38 @@ def test_wait_ready_reports_an_early_death_with_the_log(tmp_path: Path) -> None:
 # slow: a real vLLM --------------------------------------------------------------------------
 
 
+async def hearth_meets(base_url: str) -> tuple[int | None, httpx.Response]:
+    """The window Hearth's LLM client learns from the real server (given a fallback of 1024), and
+    the server's refusal of a prompt longer than its window, which the client must read."""
+    async with httpx.AsyncClient(timeout=120, trust_env=False) as http:
+        llm = LLMClient(http, [base_url], "smollm2", fallback_window=1024)
+        window = await llm.context_window()
+        long = [{"role": "user", "content": "How does the boiler work? " * 900}]
+        refusal = await http.post(
+            base_url + "/chat/completions",
+            json={"model": "smollm2", "messages": long, "max_tokens": 16},
+        )
+        with pytest.raises(ContextOverflow) as caught:
+            await llm.complete(long, max_tokens=16)
+        assert caught.value.limit == 4096 and caught.value.prompt_tokens, caught.value.message
+        assert llm.window() == 4096
+    return window, refusal
+
+
+def record_vllm_refusal(refusal: httpx.Response) -> None:
+    """Keep the real body beside the fixture the scripted vLLM speaks from, and compare them."""
+    out = Path(__file__).resolve().parents[2] / "test-artifacts" / "backends"
+    out.mkdir(parents=True, exist_ok=True)
+    body = refusal.json()
+    (out / "vllm.json").write_text(json.dumps({"context_error": body}, indent=2) + "\n")
+    recorded = fixture("vllm")["context_error"]["body"]["error"]
+    assert {k: body["error"][k] for k in ("type", "param", "code")} == {
+        k: recorded[k] for k in ("type", "param", "code")
+    }
+    template = re.escape(fixture("vllm")["context_error_template"])
+    assert re.fullmatch(re.sub(r"\\\{\w+\\\}", r"\\d+", template), body["error"]["message"])
+
+
 @pytest.mark.slow
 def test_real_vllm_serves_chat_completions(tmp_path: Path) -> None:
     model_env = os.environ.get("HEARTH_TEST_LLM_DIR")
@@ -218,6 +254,10 @@ def test_real_vllm_serves_chat_completions(tmp_path: Path) -> None:
             f"\nvLLM ready in {ready_s:.1f} s; {tokens} tokens in {elapsed:.2f} s "
             f"({tokens / elapsed:.1f} tokens/s); answer {answer!r}; streamed {streamed!r}"
         )
+        window, refusal = asyncio.run(hearth_meets(server.base_url))
+        assert window == 4096  # its max_model_len, not the fallback Hearth was given
+        assert refusal.status_code == 400, refusal.text
+        record_vllm_refusal(refusal)
     finally:
         server.stop()
     assert not server.is_running()
