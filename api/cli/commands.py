@@ -17,6 +17,7 @@ from core.logs import setup_logging
 from core.migrate import IndexModelMismatch, migrate
 from core.offline import go_offline
 from core.settings import Settings
+from retrieval import collections
 
 from ..store import accounts
 from . import search as search_cli
@@ -76,9 +77,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] | None:
-    """Apply migrations pinned to EMBED_MODEL; None (after saying why) if the index refuses it."""
+    """Apply migrations pinned to EMBED_MODEL, and create `default` and every watched root's
+    collection (owned by the admins) if missing; None (after saying why) if the index refuses
+    the model."""
     try:
-        return migrate(
+        done = migrate(
             db_url,
             embed_model=settings.embed_model,
             embed_dim=embedding_dim(settings.embed_model),
@@ -87,6 +90,10 @@ def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] |
     except IndexModelMismatch as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return None
+    with connect(db_url) as conn:
+        collections.ensure(conn, collections.configured(settings))
+        conn.commit()
+    return done
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:

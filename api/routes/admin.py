@@ -45,6 +45,8 @@ async def _run(state: State, fn: Callable[[psycopg.Connection], T]) -> T:
                 out = fn(conn)
             except access.AccessError as exc:
                 raise APIError(404, str(exc), code="not_found") from exc
+            except access.AccessConflict as exc:
+                raise APIError(409, str(exc), code=exc.code) from exc
             conn.commit()
             return out
 
@@ -75,6 +77,11 @@ class NewCollection(BaseModel):
     owner: str | None = None
 
 
+class OwnerChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner: str | None  # a user name; null: the admins
+
+
 class Grant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str | None = None
@@ -91,16 +98,22 @@ async def list_users(state: State) -> dict[str, Any]:
 
 @router.post("/users")
 async def create_user(body: NewUser, state: State) -> dict[str, Any]:
-    def work(conn: psycopg.Connection) -> User:
+    def work(conn: psycopg.Connection) -> tuple[User, str | None]:
         if conn.execute("SELECT 1 FROM users WHERE name = %s", (body.name,)).fetchone():
             raise APIError(409, f"A user named {body.name!r} exists.", code="user_exists")
         user = accounts.ensure_user(conn, body.name, body.role)
         for group in body.groups:
             access.add_to_group(conn, body.name, group)
-        return user
+        return user, access.personal_collection_of(conn, body.name)
 
-    user = await _run(state, work)
-    return {"id": user.id, "name": user.name, "role": user.role, "groups": body.groups}
+    user, personal = await _run(state, work)
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "groups": body.groups,
+        "collection": personal,  # their personal collection, created with them
+    }
 
 
 @router.patch("/users/{name}")
@@ -172,14 +185,25 @@ async def list_collections(state: State) -> dict[str, Any]:
 
 @router.post("/collections")
 async def create_collection(body: NewCollection, state: State) -> dict[str, Any]:
-    def work(conn: psycopg.Connection) -> None:
+    """Create a collection (owner: a user, or null for the admins). An existing one is left as
+    it is: 200 if its owner is the one asked for, else 409 `collection_exists` (a transfer is
+    `PATCH /v1/admin/collections/{name}`)."""
+
+    def work(conn: psycopg.Connection) -> bool:
         try:
-            access.create_collection(conn, body.name, body.owner)
+            return access.create_collection(conn, body.name, body.owner)
         except access.AccessError as exc:
             raise APIError(400, str(exc), param="name") from exc
 
-    await _run(state, work)
-    return {"name": body.name, "owner": body.owner}
+    created = await _run(state, work)
+    return {"name": body.name, "owner": body.owner, "created": created}
+
+
+@router.patch("/collections/{name}")
+async def change_owner(name: str, body: OwnerChange, state: State) -> dict[str, Any]:
+    """Hand a collection over to another owner (null: the admins), explicitly."""
+    await _run(state, lambda c: access.set_owner(c, name, body.owner))
+    return {"name": name, "owner": body.owner}
 
 
 @router.post("/collections/{name}/grants")

@@ -25,7 +25,6 @@ from ..auth import CurrentUser
 from ..errors import APIError
 from ..state import State
 from ..store import access
-from ..store.access import personal_collection
 from ..uploads import FORM_OVERHEAD, MultipartUpload, sanitize_filename
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ async def _find(state: State, user: CurrentUser, file_id: str) -> DocumentInfo:
                             "collection": {
                                 "type": "string",
                                 "description": "default: `default` for admins, else the"
-                                " uploader's own `user-<name>`",
+                                " uploader's personal collection (`user-<name>`)",
                             },
                         },
                     }
@@ -119,8 +118,10 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
     """Store the upload under uploads_dir, queue it for indexing, answer with its file object.
 
     The body is streamed to disk and cut off (413) as soon as it passes MAX_FILE_MB.
-    A collection is written to by its owner or an admin; a new name becomes the uploader's
-    own collection. Without a name, uploads go to the uploader's personal collection.
+    A collection is written to by its owner or an admin. A name that does not exist, or that
+    the uploader cannot read, is the same 404; a new name is created (as the uploader's) only
+    when they may create collections (admins; users too with COLLECTION_CREATORS=users).
+    Without a name, uploads go to the uploader's personal collection (admins': `default`).
     """
     settings = state.settings
     if state.celery is None:
@@ -139,8 +140,8 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
         await upload.receive(request.stream(), params[b"boundary"], too_large(limit))
         if upload.filename is None:
             raise APIError(400, "No file: send it in a multipart field named 'file'.", param="file")
-        collection = upload.fields.get("collection", "").strip() or personal_collection(user)
-        if not valid_collection(collection):
+        wanted = upload.fields.get("collection", "").strip() or None
+        if wanted is not None and not valid_collection(wanted):
             raise APIError(
                 400,
                 "A collection name is 1-64 letters, digits, '_', '.' or '-', starting with a"
@@ -148,14 +149,23 @@ async def upload_file(request: Request, state: State, user: CurrentUser) -> dict
                 param="collection",
             )
         async with state.pool.connection() as conn:
-            if not await access.may_write(conn, user, collection):
-                raise APIError(
-                    403,
-                    f"You may not add files to the collection '{collection}'.",
-                    param="collection",
-                    code="collection_forbidden",
-                )
-            await access.claim(conn, user, collection)
+            collection, verdict = await access.upload_target(
+                conn, user, wanted, settings.collection_creators == "users"
+            )
+        if verdict == "missing":  # or unreadable: the same answer, so names do not leak
+            raise APIError(
+                404,
+                f"There is no collection '{collection}' that you can read.",
+                param="collection",
+                code="collection_not_found",
+            )
+        if verdict == "forbidden":
+            raise APIError(
+                403,
+                f"You may read but not add files to the collection '{collection}'.",
+                param="collection",
+                code="collection_forbidden",
+            )
         purpose = upload.fields.get("purpose", "").strip() or DEFAULT_PURPOSE
         name = sanitize_filename(upload.filename)
         dest = await asyncio.to_thread(_store, upload.tmp, root, collection, name)

@@ -1,24 +1,33 @@
-"""Who may read and write which collection. Reads go through the SQL function
-`readable_collections` (migration 0004), so every query that filters on it (both search legs,
-files, models) sees the same answer, current to the request: no cache to outlive a revocation.
+"""Who may read and write which collection (README "Users, tokens and access").
 
-A collection is owned by a user, or by nobody (a watched folder's, until an admin says
-otherwise): owners and admins may write, readers are the owner, admins (for ownerless ones),
-and whoever holds a grant to themselves or to a group of theirs (`everyone` holds every user).
+Reads go through the SQL function `readable_collections` (migration 0004), so every query that
+filters on it (both search legs, files, models) sees the same answer, current to the request: no
+cache to outlive a revocation.
+
+Collections exist only when created explicitly (migration 0007): `default` and the watched roots'
+by configuration, a user's personal `user-<name>` with the user, others by an admin, or by a user
+when COLLECTION_CREATORS=users. A collection is owned by a user or by nobody (the admins); owners
+and admins write to it; its readers are the owner, admins (for ownerless ones), and whoever
+holds a grant to themselves or to a group of theirs (`everyone` holds every user). A collection a
+user cannot read answers exactly like one that does not exist. Ownership changes only on an
+explicit transfer (`set_owner`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 
-from core.settings import DEFAULT_COLLECTION, valid_collection
+from core.settings import valid_collection
 
 from .accounts import User
 
 EVERYONE = "everyone"
+PERSONAL_PREFIX = "user-"  # names of this form are created with their user, nowhere else
+
+Verdict = Literal["created", "ok", "forbidden", "missing"]
 
 
 async def readable(conn: psycopg.AsyncConnection, user: User) -> tuple[str, ...]:
@@ -27,32 +36,26 @@ async def readable(conn: psycopg.AsyncConnection, user: User) -> tuple[str, ...]
 
 
 async def may_write(conn: psycopg.AsyncConnection, user: User, collection: str) -> bool:
-    """Owners write to their collections, admins to any; a new name is created on first write."""
-    if user.role == "admin":
-        return True
+    """Owners write to their collections, admins to any existing one."""
     cur = await conn.execute("SELECT owner_id FROM collections WHERE name = %s", (collection,))
     row = await cur.fetchone()
-    return row is None or row[0] == user.id
+    return row is not None and (user.role == "admin" or row[0] == user.id)
 
 
-async def claim(conn: psycopg.AsyncConnection, user: User, collection: str) -> None:
-    """Create `collection` owned by `user` when it does not exist yet (an admin's new
-    collections stay ownerless, like watched folders)."""
-    owner = None if user.role == "admin" else user.id
-    await conn.execute(
-        "INSERT INTO collections (name, owner_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (collection, owner),
+async def upload_target(
+    conn: psycopg.AsyncConnection, user: User, wanted: str | None, users_create: bool
+) -> tuple[str, Verdict]:
+    """Where `user`'s upload goes and whether it may: one SQL statement decides (the function
+    `upload_collection`, migration 0007), so of two uploads racing to create a name exactly one
+    wins, and a name the user cannot read takes the same path as one that does not exist.
+    `wanted` None: `default` for admins, the user's personal collection for others."""
+    cur = await conn.execute(
+        "SELECT collection, verdict FROM upload_collection(%s, %s, %s)",
+        (user.id, wanted, users_create),
     )
-
-
-def personal_collection(user: User) -> str:
-    """Where a user's uploads go when they name no collection: `default` for admins, their own
-    `user-<name>` collection for everyone else."""
-    if user.role == "admin":
-        return DEFAULT_COLLECTION
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", user.name).strip("-.") or str(user.id)
-    name = f"user-{slug}"[:64]
-    return name if valid_collection(name) else f"user-{user.id}"
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 # --- administration (CLI and admin API; a sync connection) -------------------------------------
@@ -64,10 +67,19 @@ class CollectionInfo:
     owner: str | None
     readers: tuple[str, ...]  # user names and `group:<name>`
     documents: int
+    personal: bool = False
 
 
 class AccessError(ValueError):
-    """An administrative change names something that does not exist."""
+    """An administrative change names something that does not exist (or cannot)."""
+
+
+class AccessConflict(ValueError):
+    """An administrative change that would silently undo someone's ownership."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _user_id(conn: psycopg.Connection, name: str) -> int:
@@ -77,15 +89,63 @@ def _user_id(conn: psycopg.Connection, name: str) -> int:
     return int(row[0])
 
 
-def create_collection(conn: psycopg.Connection, name: str, owner: str | None) -> None:
+def create_collection(conn: psycopg.Connection, name: str, owner: str | None) -> bool:
+    """Create `name` owned by `owner` (None: the admins); True if it was created. An existing
+    collection with that owner is left as it is (False); with another owner it is an
+    AccessConflict: ownership changes only by `set_owner`."""
     if not valid_collection(name):
         raise AccessError(f"{name!r} is not a valid collection name (letters, digits, _ . -)")
+    if name.startswith(PERSONAL_PREFIX):
+        raise AccessError(
+            f"{name!r}: names starting with {PERSONAL_PREFIX!r} are personal collections,"
+            " created with their user"
+        )
     owner_id = _user_id(conn, owner) if owner else None
-    conn.execute(
+    made = conn.execute(
         "INSERT INTO collections (name, owner_id) VALUES (%s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET owner_id = EXCLUDED.owner_id",
+        " ON CONFLICT DO NOTHING RETURNING name",
         (name, owner_id),
-    )
+    ).fetchone()
+    if made is not None:
+        return True
+    row = conn.execute(
+        "SELECT o.name FROM collections c LEFT JOIN users o ON o.id = c.owner_id WHERE c.name = %s",
+        (name,),
+    ).fetchone()
+    current = row[0] if row else None
+    if current != owner:
+        raise AccessConflict(
+            f"collection {name!r} exists, owned by {current or 'the admins'}; to hand it over:"
+            f" hearth collection owner {name} {owner or '--admins'}",
+            "collection_exists",
+        )
+    return False
+
+
+def set_owner(conn: psycopg.Connection, name: str, owner: str | None) -> None:
+    """Hand `name` over to `owner` (None: to the admins). The previous owner keeps no access
+    unless a grant gives it. A personal collection stays with its user."""
+    owner_id = _user_id(conn, owner) if owner else None
+    row = conn.execute(
+        "SELECT personal FROM collections WHERE name = %s FOR UPDATE", (name,)
+    ).fetchone()
+    if row is None:
+        raise AccessError(f"no collection named {name!r}")
+    if row[0]:
+        raise AccessConflict(
+            f"{name!r} is a personal collection and stays with its user; grant read access instead",
+            "personal_collection",
+        )
+    conn.execute("UPDATE collections SET owner_id = %s WHERE name = %s", (owner_id, name))
+
+
+def personal_collection_of(conn: psycopg.Connection, user: str) -> str | None:
+    row = conn.execute(
+        "SELECT c.name FROM collections c JOIN users u ON u.id = c.owner_id"
+        " WHERE u.name = %s AND c.personal",
+        (user,),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _existing(conn: psycopg.Connection, collection: str) -> None:
@@ -152,7 +212,8 @@ def list_collections(conn: psycopg.Connection) -> list[CollectionInfo]:
                coalesce(array_agg(DISTINCT coalesce(gu.name, 'group:' || g.group_name))
                         FILTER (WHERE g.id IS NOT NULL), '{}'),
                (SELECT count(*) FROM documents d
-                WHERE d.collection = c.name AND d.status <> 'deleted')
+                WHERE d.collection = c.name AND d.status <> 'deleted'),
+               c.personal
         FROM collections c
         LEFT JOIN users o ON o.id = c.owner_id
         LEFT JOIN collection_grants g ON g.collection = c.name
@@ -160,4 +221,4 @@ def list_collections(conn: psycopg.Connection) -> list[CollectionInfo]:
         GROUP BY c.name, o.name ORDER BY c.name
         """
     ).fetchall()
-    return [CollectionInfo(r[0], r[1], tuple(sorted(r[2])), int(r[3])) for r in rows]
+    return [CollectionInfo(r[0], r[1], tuple(sorted(r[2])), int(r[3]), r[4]) for r in rows]

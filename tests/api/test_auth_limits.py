@@ -108,7 +108,8 @@ def test_admin_api_manages_users_tokens_and_grants(
         r = c.get("/v1/admin/users", headers=bearer(user))
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_only"
         h = bearer(admin)
-        assert c.post("/v1/admin/users", json={"name": "bob"}, headers=h).status_code == 200
+        created = c.post("/v1/admin/users", json={"name": "bob"}, headers=h)
+        assert created.status_code == 200 and created.json()["collection"] == "user-bob"
         assert c.post("/v1/admin/users", json={"name": "bob"}, headers=h).status_code == 409
         issued = c.post(
             "/v1/admin/users/bob/tokens", json={"description": "laptop"}, headers=h
@@ -122,7 +123,8 @@ def test_admin_api_manages_users_tokens_and_grants(
         r = c.post("/v1/admin/collections/family/grants", json={"user": "bob"}, headers=h)
         assert r.status_code == 200
         cols = c.get("/v1/admin/collections", headers=h).json()["data"]
-        assert {"name": "family", "owner": "ann", "readers": ["bob"], "documents": 0} in cols
+        family = {"name": "family", "owner": "ann", "readers": ["bob"], "documents": 0}
+        assert {**family, "personal": False} in cols
         assert "hearth:family" in str(c.get("/v1/models", headers=bearer(bob)).json())
         r = c.post("/v1/admin/collections/nope/grants", json={"user": "bob"}, headers=h)
         assert r.status_code == 404

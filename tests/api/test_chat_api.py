@@ -94,7 +94,15 @@ def test_models_list_collections_and_the_backend_window(
         c.post("/v1/chat/completions", json=ask("E-4471?"))  # the window is learnt by probing
         data = c.get("/v1/models").json()["data"]
         ids = [m["id"] for m in data]
-        assert ids == ["hearth", "hearth:house", "hearth:work", "mock"]
+        # the admin's: `default`, their personal collection, and those the documents are in
+        assert ids == [
+            "hearth",
+            "hearth:default",
+            "hearth:house",
+            "hearth:user-ann",
+            "hearth:work",
+            "mock",
+        ]
         assert {m["max_model_len"] for m in data} == {2048}
         assert c.get("/v1/models/hearth:work").json()["id"] == "hearth:work"
         r = c.get("/v1/models/hearth:nope")

@@ -60,10 +60,10 @@ def two_users(
 ) -> Iterator[tuple[TestClient, TestClient, str, str]]:
     ann, bob = accounts.ensure_user(db, "ann"), accounts.ensure_user(db, "bob")
     tokens = [accounts.issue_token(db, u, "test") for u in (ann, bob)]
+    access.create_collection(db, "ann-notes", "ann")
     doc = make_document("/w/a.md", ["E-4471 means the pressure is low."])
     doc.collection = "ann-notes"
     index.replace_chunks(db, doc, HashEmbedder().embed([c.embed_text for c in doc.chunks]))
-    access.create_collection(db, "ann-notes", "ann")
     row = db.execute("SELECT id FROM documents WHERE path = '/w/a.md'").fetchone()
     assert row is not None
     db.commit()

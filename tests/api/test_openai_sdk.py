@@ -181,7 +181,14 @@ def test_every_response_validates_against_the_sdk_types(
     with client(pg_url, token, mock) as c:
         listed = c.get("/v1/models").json()
         page = SyncPage[Model].model_validate(listed)
-        assert [m.id for m in page.data] == ["hearth", "hearth:house", "hearth:work", "mock"]
+        assert [m.id for m in page.data] == [
+            "hearth",
+            "hearth:default",
+            "hearth:house",
+            "hearth:user-ann",
+            "hearth:work",
+            "mock",
+        ]
         Model.model_validate(c.get("/v1/models/hearth:house").json())
 
         for model in ("hearth", "mock"):

@@ -188,6 +188,51 @@ def test_collection_owners_and_grants_are_what_the_api_enforces(
     assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
+def test_collections_are_created_explicitly_and_handed_over_explicitly(
+    hearth: Hearth,
+    db: psycopg.Connection,
+    pg_url: str,
+    tmp_path: Path,
+    env_without_hearth: dict[str, str],
+) -> None:
+    """`collection create` on an existing collection never changes its owner (before: it did,
+    silently); `collection owner` is the one way to hand it over. `hearth migrate` creates
+    `default` and the watched roots' collections, owned by the admins."""
+    env = {
+        **env_without_hearth,
+        "DATABASE_URL": pg_url,
+        "HEARTH_DATA_DIR": str(tmp_path / "d"),
+        "HEARTH_WATCH_DIR": f"{tmp_path / 'docs'},{tmp_path / 'fam'}=family",
+    }
+    ok(run_hearth(env, "migrate"))
+    owners = dict(db.execute("SELECT name, owner_id FROM collections").fetchall())
+    db.commit()
+    assert owners == {"default": None, "family": None}
+    assert "personal collection user-carol" in ok(hearth("user", "create", "carol"))
+    accounts.ensure_user(db, "mallory")
+    db.commit()
+    assert "family exists, owned by admins" in ok(hearth("collection", "create", "family"))
+    out = hearth("collection", "create", "family", "--owner", "mallory")
+    assert out.returncode == 1
+    assert "owned by the admins" in out.stdout
+    assert "hearth collection owner family mallory" in out.stdout
+    assert "family" not in readable(pg_url, "mallory")
+    assert "now owned by carol" in ok(hearth("collection", "owner", "family", "carol"))
+    assert "family" in readable(pg_url, "carol")
+    assert "now owned by admins" in ok(hearth("collection", "owner", "family", "--admins"))
+    assert "family" not in readable(pg_url, "carol")
+    for args, error in (
+        (("owner", "user-carol", "mallory"), "personal collection"),
+        (("owner", "nope", "carol"), "no collection named 'nope'"),
+        (("owner", "family", "nobody"), "no user named 'nobody'"),
+        (("create", "user-dave"), "personal collections"),
+    ):
+        out = hearth("collection", *args)
+        assert out.returncode == 1 and error in out.stdout, args
+    line = next(x for x in ok(hearth("collection", "list")).splitlines() if "user-carol" in x)
+    assert "owner carol" in line and "(personal)" in line
+
+
 def test_logs_show_the_most_recent_requests(hearth: Hearth, db: psycopg.Connection) -> None:
     ann = accounts.ensure_user(db, "ann")
     for i, (route, status) in enumerate(

@@ -242,6 +242,7 @@ class RecordingQueue:
 
 def test_documents_list_and_reindex(setup: Setup) -> None:
     db = setup.db
+    db.execute("INSERT INTO collections (name) VALUES ('house')")
     doc_id = db.execute(
         "INSERT INTO documents (path, source, collection, status, content_hash, chunk_count,"
         " indexed_at) VALUES ('/w/a.md', 'watch', 'house', 'indexed', 'abc', 3, now())"
