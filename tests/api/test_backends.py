@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from api.backends import parse_overflow
 from api.llm import LLMClient, LLMError
 from tests.mock_llm import serve
-from tests.scripted_backends import Scripted
+from tests.scripted_backends import Scripted, fixture
 
 LONG = [{"role": "user", "content": "How does the boiler work? " * 200}]  # ~1,200 tokens
 
@@ -142,3 +143,46 @@ def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
 
     with serve(Scripted("vllm", models_delay_s=30)) as backend:  # type: ignore[arg-type]
         assert asyncio.run(go(backend)) is False
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (fixture("vllm")["context_error"]["body"], (4096, 4711)),
+        (fixture("llama_cpp_python")["context_error"]["body"], (512, 535)),
+        (fixture("llama_cpp_server")["context_error"]["body"], (512, 600)),
+        (fixture("lmstudio")["context_error"]["body"], (512, 600)),
+        (fixture("ollama")["context_error"]["body"], (None, None)),
+        ({"error": {"message": fixture("vllm")["older_context_errors"][0]}}, (2048, 1588)),
+        ({"error": {"message": fixture("vllm")["older_context_errors"][1]}}, (4096, None)),
+        ({"error": fixture("lmstudio")["older_context_errors"][0]}, (7866, 10136)),
+        ({"error": fixture("lmstudio")["older_context_errors"][1]}, (None, None)),
+        # vLLM before its errors had an "error" object: the fields at the top
+        (
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 2048 tokens. "
+                "However, you requested 2100 tokens (1588 in the messages, 512 in the completion).",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            },
+            (2048, 1588),
+        ),
+    ],
+)
+def test_each_backends_refusal_is_read(body: dict[str, Any], expected: tuple[Any, Any]) -> None:
+    found = parse_overflow(400, body)
+    assert found is not None and (found.limit, found.prompt_tokens) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, {"error": {"message": "temperature must be between 0 and 2", "type": "x"}}),
+        (500, fixture("llama_cpp_server")["context_error"]["body"]),  # not a refusal: a fault
+        (400, {"detail": "Not Found"}),
+    ],
+)
+def test_other_errors_are_not_taken_for_refusals(status: int, body: dict[str, Any]) -> None:
+    assert parse_overflow(status, body) is None
