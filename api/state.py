@@ -32,15 +32,19 @@ class AppState:
     redis: aioredis.Redis | None = None  # the app's Redis client; None when REDIS_URL is unset
     metrics: Metrics = field(default_factory=Metrics)
 
-    async def queue_ingest(self, path: str, collection: str, source: str) -> None:
+    async def queue_ingest(
+        self, path: str, collection: str, source: str, *, generation: int | None = None
+    ) -> None:
         """Send an ingest task to the interactive queue (a user waits on it), carrying the
-        request id into the worker's logs. Raises when no queue is configured or reachable."""
+        request id into the worker's logs. Raises when no queue is configured or reachable.
+        `generation`: the document's, for work on it that a delete must cancel (a re-index)."""
         if self.celery is None:
             raise RuntimeError("no ingestion queue: REDIS_URL is not set")
+        extra = [] if generation is None else [generation]
         await asyncio.to_thread(
             self.celery.send_task,
             TASK_INGEST,
-            args=[path, collection, source],
+            args=[path, collection, source, *extra],
             queue=INTERACTIVE_QUEUE,
             headers={"request_id": current_request_id()},
         )

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=200.0, gt=0)
     parse_timeout_s: float = Field(default=300.0, gt=0)
     parse_memory_mb: int = Field(default=4096, ge=256)
+    # one file's budget (ingest/budget.py): chunks, checked before embedding (3000: ~3.5 min of
+    # embedding on two CPU cores), and wall-clock time for the whole file, attachments included
+    max_file_chunks: int = Field(default=3000, ge=1)
+    file_timeout_s: float = Field(default=900.0, gt=0)
     rescan_interval_hours: float = Field(default=4.0, gt=0)
     watch_debounce_s: float = Field(default=1.0, ge=0)
     worker_concurrency: int = Field(default=1, ge=1, le=64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from core.types import Chunk
 from ingest.parse import Element
@@ -16,9 +16,20 @@ _LINE = re.compile(r"[^\n]+")
 _SENTENCE_END = re.compile(r"[.!?。！？][\"'”’)\]]*$")
 
 _NEWLINE_AHEAD = re.compile(r"[ \t\r\f\v]*\n")
+# an element longer than this many characters per token of the budget is windowed without
+# first counting its tokens whole (real text has 3-6; only runs of unknown "words" have more)
+_MAX_CHARS_PER_TOKEN = 32
 
 Span = tuple[int, int]
 Counter = Callable[[str], int]
+
+
+class TooManyChunks(ValueError):
+    """The document makes more than `limit` chunks (found while chunking, before any embedding)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} chunks")
+        self.limit = limit
 
 
 def document_text(elements: Sequence[Element]) -> str:
@@ -33,6 +44,7 @@ def chunk_elements(
     count_tokens: Counter,
     chunk_size: int,
     overlap: int,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
     """Split elements into chunks of at most `chunk_size` tokens, never across a heading.
 
@@ -44,7 +56,30 @@ def chunk_elements(
     sentences (falling back to words, then characters) with `overlap` tokens shared between
     consecutive windows; a table is cut only between rows, and a single row over the budget is
     kept whole. Every chunk is ``document_text(elements)[char_start:char_end]``.
+
+    Chunks are made one at a time (`iter_chunks`); with `max_chunks`, TooManyChunks is raised as
+    soon as one more would be made, so the work and memory spent are bounded by the budget, not
+    by the size of the document.
     """
+    out: list[Chunk] = []
+    for c in iter_chunks(
+        elements, title=title, count_tokens=count_tokens, chunk_size=chunk_size, overlap=overlap
+    ):
+        if max_chunks is not None and len(out) >= max_chunks:
+            raise TooManyChunks(max_chunks)
+        out.append(c)
+    return out
+
+
+def iter_chunks(
+    elements: Sequence[Element],
+    *,
+    title: str | None,
+    count_tokens: Counter,
+    chunk_size: int,
+    overlap: int,
+) -> Iterator[Chunk]:
+    """The chunks of `chunk_elements`, made lazily: a huge paragraph is windowed as it is read."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     if not 0 <= overlap < chunk_size:
@@ -61,39 +96,40 @@ def chunk_elements(
         start = starts[i] + len(text) - len(text.lstrip())
         return start, starts[i] + len(text.rstrip())
 
-    chunks: list[Chunk] = []
-    for path, heads, body in _sections(elements):
-        units: list[tuple[Span, bool]] = []  # (span, packable with its neighbours)
+    def units(heads: list[int], body: list[int]) -> Iterator[tuple[Span, bool]]:
+        """(span, packable with its neighbours) of one section, in order."""
         if not body:
-            units.append(((bounds(heads[0])[0], bounds(heads[-1])[1]), True))
+            yield (bounds(heads[0])[0], bounds(heads[-1])[1]), True
         for n, i in enumerate(body):
             start, end = bounds(i)
             if n == 0 and heads:
                 start = bounds(heads[0])[0]
-            if count_tokens(doc[start:end]) <= chunk_size:
-                units.append(((start, end), True))
+            small = end - start <= chunk_size * _MAX_CHARS_PER_TOKEN
+            if small and count_tokens(doc[start:end]) <= chunk_size:
+                yield (start, end), True
             elif elements[i].kind == "table":
-                rows = _split_lines(doc, start, end, count_tokens, chunk_size)
-                units += [(s, False) for s in rows]
+                for span in _split_lines(doc, start, end, count_tokens, chunk_size):
+                    yield span, False
             else:
-                windows = _split_text(doc, start, end, count_tokens, chunk_size, overlap)
-                units += [(s, False) for s in windows]
+                for span in _split_text(doc, start, end, count_tokens, chunk_size, overlap):
+                    yield span, False
+
+    ordinal = 0
+    for path, heads, body in _sections(elements):
         crumbs = [h for h in path if h and h != title]
         context = " > ".join([title, *crumbs] if title else crumbs)
-        for start, end in _pack(doc, units, count_tokens, chunk_size):
+        for start, end in _pack(doc, units(heads, body), count_tokens, chunk_size):
             page = elements[bisect.bisect_right(starts, start) - 1].page
-            chunks.append(
-                Chunk(
-                    ordinal=len(chunks),
-                    text=doc[start:end],
-                    context=context,
-                    heading_path=path,
-                    page=page,
-                    char_start=start,
-                    char_end=end,
-                )
+            yield Chunk(
+                ordinal=ordinal,
+                text=doc[start:end],
+                context=context,
+                heading_path=path,
+                page=page,
+                char_start=start,
+                char_end=end,
             )
-    return chunks
+            ordinal += 1
 
 
 def _sections(
@@ -123,27 +159,26 @@ def _sections(
     return sections
 
 
-def _pack(doc: str, units: list[tuple[Span, bool]], count: Counter, size: int) -> list[Span]:
+def _pack(
+    doc: str, units: Iterable[tuple[Span, bool]], count: Counter, size: int
+) -> Iterator[Span]:
     """Merge consecutive packable spans while the merged span fits; windows stay on their own."""
-    out: list[Span] = []
     cur: Span | None = None
     for span, packable in units:
         if cur is not None and packable and count(doc[cur[0] : span[1]]) <= size:
             cur = (cur[0], span[1])
             continue
         if cur is not None:
-            out.append(cur)
+            yield cur
         cur = span if packable else None
         if not packable:
-            out.append(span)
+            yield span
     if cur is not None:
-        out.append(cur)
-    return out
+        yield cur
 
 
-def _split_lines(doc: str, start: int, end: int, count: Counter, size: int) -> list[Span]:
+def _split_lines(doc: str, start: int, end: int, count: Counter, size: int) -> Iterator[Span]:
     """Pack whole lines (table rows) up to the budget; a row over the budget stands alone."""
-    out: list[Span] = []
     cur: Span | None = None
     for m in _LINE.finditer(doc, start, end):
         if not m.group().strip():
@@ -152,36 +187,67 @@ def _split_lines(doc: str, start: int, end: int, count: Counter, size: int) -> l
             cur = (cur[0], m.end())
         else:
             if cur is not None:
-                out.append(cur)
+                yield cur
             cur = (m.start(), m.end())
     if cur is not None:
-        out.append(cur)
-    return out
+        yield cur
+
+
+class _Words:
+    """The word spans of ``doc[start:end]`` by index, found as they are asked for and forgotten
+    once passed: a huge paragraph is never held as one list."""
+
+    def __init__(self, doc: str, start: int, end: int) -> None:
+        self._found = _WORD.finditer(doc, start, end)
+        self._spans: list[Span] = []
+        self._first = 0  # the index of _spans[0]
+
+    def has(self, k: int) -> bool:
+        while k - self._first >= len(self._spans):
+            m = next(self._found, None)
+            if m is None:
+                return False
+            self._spans.append(m.span())
+        return True
+
+    def __getitem__(self, k: int) -> Span:
+        if not self.has(k):
+            raise IndexError(k)
+        return self._spans[k - self._first]
+
+    def replace(self, k: int, spans: list[Span]) -> None:
+        self.has(k)
+        self._spans[k - self._first : k - self._first + 1] = spans
+
+    def forget_before(self, k: int) -> None:
+        if k > self._first:
+            del self._spans[: k - self._first]
+            self._first = k
 
 
 def _split_text(
     doc: str, start: int, end: int, count: Counter, size: int, overlap: int
-) -> list[Span]:
+) -> Iterator[Span]:
     """Windows of whole words, ending on a sentence where one falls in the window's back half."""
-    pieces: list[Span] = [m.span() for m in _WORD.finditer(doc, start, end)]
-    out: list[Span] = []
+    pieces = _Words(doc, start, end)
     i = 0
-    while i < len(pieces):
+    while pieces.has(i):
+        pieces.forget_before(i)
         if count(doc[pieces[i][0] : pieces[i][1]]) > size:
-            pieces[i : i + 1] = _split_chars(doc, pieces[i], count, size)
+            pieces.replace(i, _split_chars(doc, pieces[i], count, size))
             continue
 
         def fits(j: int, lo: int = i, limit: int = size) -> bool:
-            return count(doc[pieces[lo][0] : pieces[j][1]]) <= limit
+            return pieces.has(j) and count(doc[pieces[lo][0] : pieces[j][1]]) <= limit
 
-        j = _last_true(i, len(pieces) - 1, fits)
-        if j < len(pieces) - 1:
+        j = _last_true(i, i + end - start, fits)  # no more words than characters
+        if pieces.has(j + 1):
             for k in range(j, i + (j - i) // 2 - 1, -1):
                 if _ends_sentence(doc, pieces[k][1], end):
                     j = k
                     break
-        out.append((pieces[i][0], pieces[j][1]))
-        if j == len(pieces) - 1:
+        yield pieces[i][0], pieces[j][1]
+        if not pieces.has(j + 1):
             break
         nxt = j + 1
         if overlap > 0 and j > i:
@@ -196,7 +262,6 @@ def _split_text(
             if lo <= j and count(doc[pieces[lo][0] : pieces[j + 1][1]]) <= size:
                 nxt = lo  # only when the window from there still gets past j
         i = nxt
-    return out
 
 
 def _split_chars(doc: str, span: Span, count: Counter, size: int) -> list[Span]:

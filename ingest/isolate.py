@@ -3,8 +3,9 @@ eats all memory costs that file an error instead of stalling or killing the work
 
 Celery's prefork children are daemonic and may not use `multiprocessing`, so the child is a plain
 ``python -m ingest.isolate`` speaking line-delimited JSON over its stdin/stdout: a request
-``{"path": "/abs/file"}`` gets one reply, ``{"parsed": {...}}`` or ``{"error": reason}`` (with
-``"restart": true`` when the child should not be trusted with another file).
+``{"path": "/abs/file"}`` (with ``"max_chars"`` and ``"max_chunks"`` when the text is budgeted)
+gets one reply, ``{"parsed": {...}}`` or ``{"error": reason}`` (with ``"restart": true`` when the
+child should not be trusted with another file).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 
 from core.offline import OFFLINE_ENV, go_offline
 
+from .budget import too_much_text
 from .parse import Attachment, Element, Parsed, ParseError, parse_file
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,10 @@ class ParserProcess:
     killed and the next file gets a fresh one.
 
     `memory_mb` caps the child's address space (RLIMIT_AS, so it counts virtual memory; None for no
-    cap). `child_module` names the module the child runs; it must call `serve()` (tests use one
-    that adds files which misbehave on purpose). One parse runs at a time; threads may share one.
+    cap). `max_chars` (with the `max_chunks` it derives from, for the reason) refuses a file whose
+    text is longer, in the child: the text never reaches this process. `child_module` names the
+    module the child runs; it must call `serve()` (tests use one that adds files which misbehave
+    on purpose). One parse runs at a time; threads may share one.
     """
 
     def __init__(
@@ -51,6 +55,8 @@ class ParserProcess:
         timeout_s: float = 300,
         memory_mb: int | None = 4096,
         *,
+        max_chars: int | None = None,
+        max_chunks: int | None = None,
         child_module: str = CHILD_MODULE,
     ) -> None:
         if timeout_s <= 0:
@@ -59,6 +65,7 @@ class ParserProcess:
             raise ValueError("memory_mb must be at least 64 (or None for no limit)")
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.budget = {"max_chars": max_chars, "max_chunks": max_chunks} if max_chars else {}
         self.child_module = child_module
         self._proc: subprocess.Popen[bytes] | None = None
         self._buf = bytearray()
@@ -72,7 +79,7 @@ class ParserProcess:
 
     def parse(self, path: Path) -> Parsed:
         """Parse `path` in the child; raises ParseError (only) with a reason fit to show a user."""
-        request = json.dumps({"path": str(Path(path).absolute())}).encode() + b"\n"
+        request = json.dumps({"path": str(Path(path).absolute()), **self.budget}).encode() + b"\n"
         with self._lock:
             proc = self._running()
             assert proc.stdin is not None
@@ -254,8 +261,15 @@ def serve(parse: Callable[[Path], Parsed] = parse_file) -> NoReturn:
 def _answer(line: bytes, parse: Callable[[Path], Parsed], memory_mb: int | None) -> dict[str, Any]:
     out_of_memory = False
     try:
-        path = Path(json.loads(line)["path"])
-        return {"parsed": encode(parse(path))}
+        request = json.loads(line)
+        parsed = parse(Path(request["path"]))
+        limit = request.get("max_chars")
+        if limit:
+            chars = sum(len(e.text) for e in parsed.elements)
+            if chars > limit:  # the child restarts: its memory goes back to the system
+                reason = too_much_text(chars, int(request.get("max_chunks") or 0), int(limit))
+                return {"error": reason, "restart": True}
+        return {"parsed": encode(parsed)}
     except ParseError as exc:
         return {"error": str(exc)}
     except MemoryError:

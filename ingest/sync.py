@@ -1,12 +1,15 @@
 """Reconciling watched folders with the index: what is new or changed, what moved, what vanished.
 
-Paths are keyed as absolute paths under the resolved watched root (symlinks inside the tree are not
-resolved and symlinked folders are not followed, so a symlink loop cannot hang a scan).
+Paths are keyed as absolute paths under the resolved watched root. Symlinks are never followed
+(ingest.confine): one that points out of its root is listed, so the worker records it as skipped
+with the reason; one that points inside adds nothing, since what it points to is walked under its
+own name (once: no double indexing, no loops); symlinked folders are not descended.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +20,10 @@ import psycopg
 from core.settings import WatchRoot
 from retrieval import index
 
-from .hashing import file_sha256
+from .confine import fd_sha256, opened, points_inside, read_small
 
 IGNORE_FILE = ".hearthignore"
+IGNORE_FILE_MAX_BYTES = 1 << 20
 TEMP_SUFFIXES = (".swp", ".swx", ".tmp", ".part", ".crdownload", ".lock", "~")
 SETTLED = ("indexed", "failed", "needs_ocr")
 
@@ -36,8 +40,9 @@ class IgnoreRules:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        rules = root / IGNORE_FILE
-        lines = rules.read_text(errors="replace").splitlines() if rules.is_file() else []
+        # read without following a symlink, and only so much: it is a list of patterns
+        data = read_small(root / IGNORE_FILE, IGNORE_FILE_MAX_BYTES) or b""
+        lines = data.decode(errors="replace").splitlines()
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, rel: Path, is_dir: bool = False) -> bool:
@@ -48,15 +53,32 @@ class IgnoreRules:
 
 
 def walk(root: Path, rules: IgnoreRules | None = None) -> Iterator[Path]:
-    """Every file under root that is not ignored, in a stable order."""
+    """Every regular file under root that is not ignored, in a stable order, and every symlink
+    that points out of root (to a file or a folder, or nowhere): the worker records those as
+    skipped. Symlinks to places inside root are left out; symlinked folders are not descended."""
     rules = rules or IgnoreRules(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
-        dirnames[:] = sorted(d for d in dirnames if not rules.ignored(rel_dir / d, is_dir=True))
+        folders = []
+        for d in sorted(dirnames):  # os.walk lists a symlink to a folder as a folder
+            if rules.ignored(rel_dir / d, is_dir=True):
+                continue
+            if (here / d).is_symlink():
+                if not points_inside(here / d, root):
+                    yield here / d
+                continue
+            folders.append(d)
+        dirnames[:] = folders
         for name in sorted(filenames):
             p = here / name
-            if not rules.ignored(rel_dir / name) and p.is_file():
+            if rules.ignored(rel_dir / name):
+                continue
+            try:
+                mode = p.lstat().st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) or (stat.S_ISLNK(mode) and not points_inside(p, root)):
                 yield p
 
 
@@ -81,16 +103,22 @@ def reconcile(conn: psycopg.Connection, roots: Sequence[WatchRoot]) -> Plan:
     new and may be a moved one), so a rescan of an unchanged tree costs one stat per file."""
     plan = Plan()
     vanished: dict[str, index.DocumentRow] = {}
-    new: list[tuple[Path, str]] = []
+    new: list[tuple[Path, str, Path]] = []  # (path, collection, root)
     for root in roots:
         base = root.path.resolve()
         base.mkdir(parents=True, exist_ok=True)
         known = {d.path: d for d in index.documents_under(conn, str(base))}
         for p in walk(base):
             doc = known.pop(str(p), None)
-            st = p.stat()
+            try:
+                st = p.lstat()  # a symlink's own: it is never followed
+            except OSError:
+                continue
             if doc is None:
-                new.append((p, root.collection))
+                if stat.S_ISLNK(st.st_mode):
+                    plan.to_ingest.append((p, root.collection))  # to be recorded as skipped
+                else:
+                    new.append((p, root.collection, base))
             elif (
                 doc.size == st.st_size
                 and doc.mtime == st.st_mtime
@@ -106,10 +134,17 @@ def reconcile(conn: psycopg.Connection, roots: Sequence[WatchRoot]) -> Plan:
     for doc in vanished.values():
         if doc.status == "indexed" and doc.size is not None:
             by_size.setdefault(doc.size, []).append(doc)
-    for p, collection in new:
-        candidates = by_size.get(p.stat().st_size)
+    for p, collection, base in new:
+        try:
+            candidates = by_size.get(p.lstat().st_size)
+        except OSError:
+            continue
         if candidates:
-            digest = file_sha256(p)
+            try:  # through no symlink, even one swapped in since the walk
+                with opened(p, base) as fd:
+                    digest = fd_sha256(fd)
+            except OSError:
+                digest = ""
             match = next((d for d in candidates if d.content_hash == digest), None)
             if match:
                 candidates.remove(match)

@@ -22,6 +22,7 @@ from core.embedder import Embedder, embedder_for
 from core.logs import JsonFormatter, request_id_var
 from core.offline import go_offline
 from core.settings import Settings, get_settings
+from ingest.budget import max_chars
 from ingest.isolate import ParserProcess
 from ingest.pipeline import IngestOptions, IngestResult, ingest_path, move_path
 from ingest.sync import reconcile, root_for
@@ -49,9 +50,15 @@ class _Context:
 
     @functools.cached_property
     def parser(self) -> ParserProcess:
-        """Parsing runs in a child process: a file that hangs or explodes fails alone."""
+        """Parsing runs in a child process: a file that hangs or explodes fails alone, and one
+        whose text is over the chunk budget is refused there (the text never reaches us)."""
         s = self.settings
-        return ParserProcess(timeout_s=s.parse_timeout_s, memory_mb=s.parse_memory_mb)
+        return ParserProcess(
+            timeout_s=s.parse_timeout_s,
+            memory_mb=s.parse_memory_mb,
+            max_chars=max_chars(s.max_file_chunks, s.chunk_size),
+            max_chunks=s.max_file_chunks,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -78,8 +85,9 @@ class _Context:
 
     def options(self, path: Path, collection: str | None, source: str) -> IngestOptions:
         s = self.settings
+        roots = [replace(r, path=r.path.resolve()) for r in s.watch_roots]
         if collection is None:
-            root = root_for(Path(path), [replace(r, path=r.path.resolve()) for r in s.watch_roots])
+            root = root_for(Path(path), roots)
             collection = root.collection if root else "default"
         return IngestOptions(
             chunk_size=s.chunk_size,
@@ -87,6 +95,11 @@ class _Context:
             max_file_bytes=s.max_file_bytes,
             collection=collection,
             source=source,
+            # files are read from these folders through no symlink
+            roots=(*(r.path for r in roots), s.uploads_dir.resolve()),
+            max_chunks=s.max_file_chunks,
+            timeout_s=s.file_timeout_s,
+            scratch_dir=s.hearth_data_dir / "tmp",
         )
 
 
@@ -134,12 +147,23 @@ def _embedding_again_if_switched(run: Callable[[], IngestResult]) -> IngestResul
 
 
 @_retrying(TASK_INGEST)
-def ingest_file(path: str, collection: str | None = None, source: str = "watch") -> dict[str, Any]:
-    """Sync one path: index it if new or changed, drop it from the index if it is gone."""
+def ingest_file(
+    path: str,
+    collection: str | None = None,
+    source: str = "watch",
+    generation: int | None = None,
+) -> dict[str, Any]:
+    """Sync one path: index it if new or changed, drop it from the index if it is gone.
+
+    `generation` (a re-index sends it) is the document's when the task was queued: if it was
+    deleted since, the task does nothing.
+    """
     ctx = context()
     opts = ctx.options(Path(path), collection, source)
     return _embedding_again_if_switched(
-        lambda: ingest_path(ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse)
+        lambda: ingest_path(
+            ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse, generation=generation
+        )
     ).__dict__
 
 

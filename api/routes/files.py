@@ -25,6 +25,7 @@ from ..auth import CurrentUser
 from ..errors import APIError
 from ..state import State
 from ..store import access
+from ..stored_file import OpenFileResponse, open_stored
 from ..uploads import FORM_OVERHEAD, MultipartUpload, sanitize_filename
 
 log = logging.getLogger(__name__)
@@ -269,15 +270,17 @@ async def retrieve_file(file_id: str, state: State, user: CurrentUser) -> dict[s
 
 @router.get("/files/{file_id}/content", response_model=None)
 async def file_content(file_id: str, state: State, user: CurrentUser) -> FileResponse:
-    """The original file, as stored (uploads) or as it is now in the watched folder."""
+    """The original file, as stored (uploads) or as it is now in the watched folder; never
+    through a symlink (api.stored_file): one that replaced the file is a 404 like a gone file."""
     doc = await _find(state, user, file_id)
     path = Path(doc.path)
-    if not await asyncio.to_thread(path.is_file):
+    fd = await asyncio.to_thread(open_stored, state.settings, path, doc.source)
+    if fd is None:
         raise APIError(404, f"The content of {file_id} is no longer on disk.", code="not_found")
     media = doc.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     inline = media in _INLINE_TYPES
-    return FileResponse(
-        path,
+    return OpenFileResponse(
+        fd,
         media_type=media,
         filename=path.name,
         content_disposition_type="inline" if inline else "attachment",

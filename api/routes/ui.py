@@ -159,7 +159,9 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
     if queued is None:
         raise APIError(409, f"file-{doc_id} is already being indexed.", code="busy")
     try:
-        await state.queue_ingest(queued.path, queued.collection, queued.source)
+        await state.queue_ingest(
+            queued.path, queued.collection, queued.source, generation=queued.generation
+        )
     except Exception:
         log.exception("could not queue the re-index of %s", queued.path)
         async with state.pool.connection() as conn:

@@ -63,6 +63,7 @@ class Requeued:
     collection: str
     source: str
     previous_status: str
+    generation: int  # the document's: if it is deleted before the task runs, the task does nothing
 
 
 async def mark_for_reindex(conn: psycopg.AsyncConnection, doc_id: int) -> Requeued | None:
@@ -74,7 +75,7 @@ async def mark_for_reindex(conn: psycopg.AsyncConnection, doc_id: int) -> Requeu
         "UPDATE documents d SET status = 'queued', content_hash = NULL, error = NULL,"
         " updated_at = now() FROM (SELECT id, status FROM documents WHERE id = %s FOR UPDATE) old"
         " WHERE d.id = old.id AND old.status <> 'deleted' AND old.status <> ALL(%s)"
-        " RETURNING d.path, d.collection, d.source, old.status",
+        " RETURNING d.path, d.collection, d.source, old.status, d.generation",
         (doc_id, list(BUSY_STATUSES)),
     )
     row = await cur.fetchone()

@@ -263,7 +263,12 @@ def test_documents_list_and_reindex(setup: Setup) -> None:
     assert c.post(url).status_code == 403  # cookie without the UI header
     r = c.post(url, headers={**UI, "X-Request-ID": "reindex-42"})
     assert r.status_code == 200 and r.json()["status"] == "queued"
-    assert queue.sent == [(TASK_INGEST, ["/w/a.md", "house", "watch"], INTERACTIVE_QUEUE)]
+    # with the document's generation: a delete before the task runs makes it do nothing
+    (generation,) = db.execute("SELECT generation FROM documents").fetchone()  # type: ignore[misc]
+    db.commit()
+    assert queue.sent == [
+        (TASK_INGEST, ["/w/a.md", "house", "watch", generation], INTERACTIVE_QUEUE)
+    ]
     assert queue.headers == [{"request_id": "reindex-42"}]  # the worker logs the same id
     db.commit()
     assert db.execute("SELECT status, content_hash FROM documents").fetchone() == ("queued", None)
