@@ -4,6 +4,7 @@ API and `hearth search`, so all three retrieve the same way."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.embedder import Embedder
 from core.settings import Settings
@@ -44,6 +45,22 @@ class SearchFilters(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="documents whose metadata contains this JSON object"
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _finite(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Python's JSON reader takes NaN, Infinity and 1e400 (a float overflow); PostgreSQL's
+        jsonb takes none of them."""
+        stack: list[Any] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError("numbers must be finite (NaN and Infinity are not JSON)")
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return value
 
     def to_filter(self) -> SearchFilter:
         prefixes = [self.path_prefix] if isinstance(self.path_prefix, str) else self.path_prefix

@@ -334,6 +334,18 @@ def test_nul_in_a_trusted_proxy_user_header_is_a_400(
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0  # type: ignore[index]
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_number_jsonb_cannot_hold_in_a_metadata_filter_is_refused(
+    pg_url: str, embedder: Embedder, mock: MockLLM, tokens: dict[str, str], number: str
+) -> None:
+    """Python's JSON reader takes these (1e400 overflows to infinity); PostgreSQL's jsonb, where
+    the filter goes, takes none of them."""
+    payload = f'{{"query":"boiler","filters":{{"metadata":{{"a":[1,{{"b":{number}}}]}}}}}}'
+    with app_client(pg_url, embedder, mock, tokens["ann"]) as c:
+        r = c.post("/v1/search", **raw(payload))
+    assert_error(r, 422, "filters.metadata")
+
+
 @pytest.mark.parametrize("conversation_id", [42, {"id": "x"}, ["x"], True])
 def test_a_conversation_id_that_is_not_a_string_is_a_400(
     pg_url: str,
