@@ -215,12 +215,21 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
         max_file_bytes=settings.max_file_bytes,
+        roots=tuple(r.path.resolve() for r in settings.watch_roots),  # read through no symlink
+        max_chunks=settings.max_file_chunks,
+        timeout_s=settings.file_timeout_s,
     )
     failures: list[tuple[str, str]] = []
     chunks = 0
+    from ingest.budget import max_chars
     from ingest.isolate import ParserProcess
 
-    parser = ParserProcess(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb)
+    parser = ParserProcess(
+        timeout_s=settings.parse_timeout_s,
+        memory_mb=settings.parse_memory_mb,
+        max_chars=max_chars(settings.max_file_chunks, settings.chunk_size),
+        max_chunks=settings.max_file_chunks,
+    )
     with connect(command_database_url(settings)) as conn, Progress() as bar, parser:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
