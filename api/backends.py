@@ -144,6 +144,7 @@ class Overflow:
 
     limit: int | None
     prompt_tokens: int | None
+    exact: bool = True  # False: the size is a lower bound (vLLM counts to the limit + 1 only)
 
 
 # (limit, prompt) patterns, each from a backend's own source or words (see the fixtures)
@@ -206,7 +207,7 @@ def parse_overflow(status: int, body: Any) -> Overflow | None:
         return None
     limit = _positive(fields.get("n_ctx")) or _first(_LIMITS, message)
     prompt = _positive(fields.get("n_prompt_tokens")) or _first(_PROMPTS, message)
-    return Overflow(limit, prompt)
+    return Overflow(limit, prompt, "at least" not in message)
 
 
 def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:

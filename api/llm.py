@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .backends import Window, discover, error_fields, parse_overflow
+from .backends import Overflow, Window, discover, error_fields, parse_overflow
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,18 @@ class ContextOverflow(LLMError):
     """A backend refused the prompt as too long; `limit` and `prompt_tokens` are the numbers it
     named (in its own tokens), when it named them."""
 
-    def __init__(
-        self, message: str, backend: Backend, limit: int | None, prompt_tokens: int | None
-    ) -> None:
+    def __init__(self, message: str, backend: Backend, overflow: Overflow) -> None:
         super().__init__(
             400,
             f"the request does not fit the model's context window: {message}",
             "context_length_exceeded",
         )
-        self.backend, self.limit, self.prompt_tokens = backend, limit, prompt_tokens
+        self.backend, self.limit, self.prompt_tokens = (
+            backend,
+            overflow.limit,
+            overflow.prompt_tokens,
+        )
+        self.exact = overflow.exact  # prompt_tokens is the prompt's size, not a lower bound
 
 
 @dataclass
@@ -57,7 +60,8 @@ class Backend:
     down_since: float | None = None
     reported: Window | None = None  # what the backend says of its window (api.backends)
     learnt: int | None = None  # the limit it named when it refused a prompt as too long
-    ratio: float = 1.0  # its tokens per token Hearth counts, when a refusal showed more
+    ratio: float = 1.0  # its tokens per token Hearth counts, as a refusal showed
+    calibrated: bool = False  # `ratio` comes from a refusal
     discovered: bool = False
     in_flight: int = 0  # chat requests sent and not yet finished
     last_progress: float | None = None  # when a chat request last got bytes (or was sent)
@@ -82,7 +86,8 @@ class Backend:
         if not self.healthy:
             log.info("LLM backend %s is back in rotation", self.url)
             # it may have been restarted with another window: ask again
-            self.discovered, self.learnt, self.ratio = False, None, 1.0
+            self.discovered, self.learnt = False, None
+            self.ratio, self.calibrated = 1.0, False
         self.healthy, self.down_since = True, None
 
 
@@ -150,13 +155,17 @@ class LLMClient:
             await asyncio.gather(*(self.probe(b) for b in pending), return_exceptions=True)
         return self.window()
 
-    def learn(self, backend: Backend, limit: int | None, ratio: float = 1.0) -> None:
+    def learn(self, backend: Backend, limit: int | None, ratio: float | None = None) -> None:
         """Remember what `backend` showed when it refused a prompt as too long: the `limit` it
-        named, and how many of its tokens a token Hearth counts is (when more than one)."""
+        named, and how many of its tokens one token Hearth counts is. The first `ratio` is taken
+        as it is (Hearth's estimate may count high: then more fits than it thought); a later
+        refusal can only raise it."""
         if limit and (backend.learnt is None or limit < backend.learnt):
             log.info("LLM backend %s: context window %d (from its refusal)", backend.url, limit)
             backend.learnt = limit
-        backend.ratio = max(backend.ratio, ratio)
+        if ratio:
+            backend.ratio = max(backend.ratio, ratio) if backend.calibrated else ratio
+            backend.calibrated = True
 
     async def rediscover(self, backend: Backend) -> None:
         """Ask `backend` for its window again (Ollama and LM Studio say it once a model is
@@ -483,7 +492,7 @@ def _raise_error(backend: Backend, status: int, body: Any) -> None:
     message = error_fields(body)[0] or (body if isinstance(body, str) else "") or f"HTTP {status}"
     overflow = parse_overflow(status, body)
     if overflow is not None:
-        raise ContextOverflow(message, backend, overflow.limit, overflow.prompt_tokens)
+        raise ContextOverflow(message, backend, overflow)
     if status in (400, 422):  # a parameter passed through was refused
         raise LLMError(400, f"the language model backend refused the request: {message}", None)
     if status in (401, 403):

@@ -64,12 +64,16 @@ async def retry_on_overflow(
 
 async def _smaller_window(state: AppState, turn: Turn, exc: ContextOverflow) -> int | None:
     used = turn.window or state.settings.llm_max_model_len
-    ratio = 1.0
+    ratio = None
     if exc.prompt_tokens:
         counter = load_counter(state.settings.tokenizer_file)
         counted = await asyncio.to_thread(counter.messages, turn.messages)
         if counted and exc.prompt_tokens > counted:
-            ratio = exc.prompt_tokens / counted
+            ratio = exc.prompt_tokens / counted  # Hearth counted low
+        elif counted and exc.exact:
+            # Hearth counted high (its estimate does, without the model's tokenizer): more fits
+            # than it thought; a tenth is kept in hand for prompts unlike this one
+            ratio = min(1.0, 1.1 * exc.prompt_tokens / counted)
     state.llm.learn(exc.backend, exc.limit, ratio)
     if exc.limit is None:
         await state.llm.rediscover(exc.backend)

@@ -210,6 +210,8 @@ class Scripted:
             )
         body = copy.deepcopy(fx["context_error"]["body"])
         template = fx.get("context_error_template")
+        if self.flavor == "vllm":  # its tokenizer stops at the window + 1: "at least" that many
+            n_prompt = self.n_ctx + 1
         values = dict(
             n_ctx=self.n_ctx, n_prompt=n_prompt, max_tokens=max_tokens, total=n_prompt + max_tokens
         )

@@ -143,6 +143,19 @@ def test_llama_cpp_python_with_a_small_window_answers_after_one_retry(
         assert windows == {512}
 
 
+def test_a_refusal_that_shows_hearth_counts_high_lets_more_passages_in(
+    pg_url: str, token: str
+) -> None:
+    """Without the model's tokenizer Hearth estimates high. llama-cpp-python names the prompt's
+    real size when it refuses: fitted by the limit alone, no passage would be left in a
+    256-token window; scaled by how much Hearth over-counted, the best one still fits."""
+    frugal = Scripted("llama_cpp_python", n_ctx=256, token_factor=0.5)
+    with serve(frugal) as backend, app_client(pg_url, token, backend) as c:  # type: ignore[arg-type]
+        for stream in (False, True):
+            check_answer(c.post("/v1/chat/completions", json=ask(stream)), stream)
+        assert backend.refused == 1, backend.hits
+
+
 @pytest.mark.parametrize("flavor", ["vllm", "llama_cpp_server", "ollama", "lmstudio"])
 def test_a_window_the_backend_reports_is_used_before_any_refusal(
     pg_url: str, token: str, flavor: str

@@ -148,13 +148,14 @@ def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (fixture("vllm")["context_error"]["body"], (4096, 4711)),
+        (fixture("vllm")["context_error"]["body"], (4096, 4097)),
+        ({"error": {"message": fixture("vllm")["older_context_errors"][0]}}, (4096, 4711)),
         (fixture("llama_cpp_python")["context_error"]["body"], (512, 535)),
         (fixture("llama_cpp_server")["context_error"]["body"], (512, 600)),
         (fixture("lmstudio")["context_error"]["body"], (512, 600)),
         (fixture("ollama")["context_error"]["body"], (None, None)),
-        ({"error": {"message": fixture("vllm")["older_context_errors"][0]}}, (2048, 1588)),
-        ({"error": {"message": fixture("vllm")["older_context_errors"][1]}}, (4096, None)),
+        ({"error": {"message": fixture("vllm")["older_context_errors"][1]}}, (2048, 1588)),
+        ({"error": {"message": fixture("vllm")["older_context_errors"][2]}}, (4096, None)),
         ({"error": fixture("lmstudio")["older_context_errors"][0]}, (7866, 10136)),
         ({"error": fixture("lmstudio")["older_context_errors"][1]}, (None, None)),
         # vLLM before its errors had an "error" object: the fields at the top

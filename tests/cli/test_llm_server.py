@@ -160,12 +160,13 @@ def test_wait_ready_reports_an_early_death_with_the_log(tmp_path: Path) -> None:
 # slow: a real vLLM --------------------------------------------------------------------------
 
 
-async def hearth_meets(base_url: str) -> tuple[int | None, httpx.Response]:
+async def hearth_meets(base_url: str) -> tuple[int | None, httpx.Response, httpx.Response]:
     """The window Hearth's LLM client learns from the real server (given a fallback of 1024), and
     the server's refusal of a prompt longer than its window, which the client must read."""
     async with httpx.AsyncClient(timeout=120, trust_env=False) as http:
         llm = LLMClient(http, [base_url], "smollm2", fallback_window=1024)
         window = await llm.context_window()
+        models = await http.get(base_url + "/models")
         long = [{"role": "user", "content": "How does the boiler work? " * 900}]
         refusal = await http.post(
             base_url + "/chat/completions",
@@ -175,15 +176,18 @@ async def hearth_meets(base_url: str) -> tuple[int | None, httpx.Response]:
             await llm.complete(long, max_tokens=16)
         assert caught.value.limit == 4096 and caught.value.prompt_tokens, caught.value.message
         assert llm.window() == 4096
-    return window, refusal
+    return window, models, refusal
 
 
-def record_vllm_refusal(refusal: httpx.Response) -> None:
-    """Keep the real body beside the fixture the scripted vLLM speaks from, and compare them."""
+def record_vllm(models: httpx.Response, refusal: httpx.Response) -> None:
+    """Keep the real bodies beside the fixture the scripted vLLM speaks from, and compare them."""
     out = Path(__file__).resolve().parents[2] / "test-artifacts" / "backends"
     out.mkdir(parents=True, exist_ok=True)
     body = refusal.json()
-    (out / "vllm.json").write_text(json.dumps({"context_error": body}, indent=2) + "\n")
+    record = {"models": models.json(), "context_error": body}
+    (out / "vllm.json").write_text(json.dumps(record, indent=2) + "\n")
+    card, recorded_card = models.json()["data"][0], fixture("vllm")["models"]["body"]["data"][0]
+    assert set(card) == set(recorded_card) and card["max_model_len"] == 4096, card
     recorded = fixture("vllm")["context_error"]["body"]["error"]
     assert {k: body["error"][k] for k in ("type", "param", "code")} == {
         k: recorded[k] for k in ("type", "param", "code")
@@ -254,10 +258,10 @@ def test_real_vllm_serves_chat_completions(tmp_path: Path) -> None:
             f"\nvLLM ready in {ready_s:.1f} s; {tokens} tokens in {elapsed:.2f} s "
             f"({tokens / elapsed:.1f} tokens/s); answer {answer!r}; streamed {streamed!r}"
         )
-        window, refusal = asyncio.run(hearth_meets(server.base_url))
+        window, models, refusal = asyncio.run(hearth_meets(server.base_url))
         assert window == 4096  # its max_model_len, not the fallback Hearth was given
         assert refusal.status_code == 400, refusal.text
-        record_vllm_refusal(refusal)
+        record_vllm(models, refusal)
     finally:
         server.stop()
     assert not server.is_running()
