@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from core.types import Chunk
-from ingest.chunking import chunk_elements, document_text
+from ingest.chunking import TooManyChunks, chunk_elements, document_text, iter_chunks
 from ingest.parse import Element
 
 
@@ -217,3 +217,41 @@ def test_real_minilm_tokenizer_budget() -> None:
         ("Operations Handbook", "Deployments"),
         ("Operations Handbook", "Incidents"),
     }
+
+
+def test_a_chunk_budget_stops_chunking_as_soon_as_it_is_passed() -> None:
+    elements = [para(f"Paragraph {i} has five words.") for i in range(1000)]
+    assert len(chunk(elements, size=5)) == 1000
+    counted: list[int] = []
+
+    def counting(text: str) -> int:
+        counted.append(len(text))
+        return words(text)
+
+    with pytest.raises(TooManyChunks) as caught:
+        chunk_elements(
+            elements, title=None, count_tokens=counting, chunk_size=5, overlap=0, max_chunks=10
+        )
+    assert caught.value.limit == 10
+    assert len(counted) < 40  # the rest of the document was never looked at
+    assert len(chunk_elements(elements[:10], title=None, count_tokens=words, chunk_size=5,
+                              overlap=0, max_chunks=10)) == 10  # fmt: skip
+
+
+def test_a_huge_paragraph_is_windowed_lazily() -> None:
+    text = prose(200_000)  # 1.2 million words in one paragraph, no blank line
+    seen: list[int] = []
+
+    def counting(text: str) -> int:
+        seen.append(len(text))
+        return words(text)
+
+    chunks = iter_chunks([para(text)], title=None, count_tokens=counting, chunk_size=30, overlap=5)
+    first = [next(chunks) for _ in range(3)]
+    assert [words(c.text) <= 30 for c in first] == [True] * 3
+    assert max(seen) < 2000  # neither the paragraph nor a long run of it was counted whole
+    assert len(seen) < 100
+    with pytest.raises(TooManyChunks):
+        chunk_elements(
+            [para(text)], title=None, count_tokens=words, chunk_size=30, overlap=5, max_chunks=50
+        )

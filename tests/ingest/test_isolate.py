@@ -242,3 +242,20 @@ def _wait_gone(pid: int, seconds: float = 10) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"process {pid} is still running")
+
+
+def test_text_over_the_budget_is_refused_in_the_child_which_restarts(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("\n\n".join(f"Paragraph {i} of many words here." for i in range(20_000)))
+    small = tmp_path / "small.txt"
+    small.write_text("Just a line.")
+    with ParserProcess(max_chars=10_000, max_chunks=5) as pp:
+        assert pp.parse(small).elements == [Element("Just a line.", "text")]
+        first = pp.pid
+        with pytest.raises(ParseError, match=r"^too much text: [\d,]+ characters, more than 5"):
+            pp.parse(big)
+        assert pp.pid is None  # its memory went back with it
+        assert pp.parse(small).elements == [Element("Just a line.", "text")]
+        assert pp.pid not in (None, first)
+    with ParserProcess() as unbudgeted:
+        assert len(unbudgeted.parse(big).elements) == 20_000

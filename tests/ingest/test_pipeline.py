@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from ingest.parse import Parsed, parse_file
 from ingest.pipeline import IngestOptions, ingest_path
 from retrieval import index
 from tests.factories import HashEmbedder
@@ -258,3 +261,85 @@ def test_an_image_is_marked_needs_ocr_with_a_reason(db: psycopg.Connection, tmp_
     fake = tmp_path / "fake.jpg"
     fake.write_text("just text")
     assert ingest_path(db, CountingEmbedder(), fake, OPTS).status == "failed"
+
+
+# --- one file's budget (MAX_FILE_CHUNKS, FILE_TIMEOUT_S) -----------------------------------------
+
+
+def test_text_over_the_budget_fails_before_anything_is_embedded(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    opts = replace(OPTS, max_chunks=5)  # 5 chunks of 64 tokens: at most 2,560 characters
+    long = write(tmp_path / "long.txt", "word " * 1000)
+    many = write(
+        tmp_path / "many.md", "".join(f"# Part {i}\n\nshort body {i}\n\n" for i in range(8))
+    )
+    fits = write(
+        tmp_path / "fits.md", "".join(f"# Part {i}\n\nshort body {i}\n\n" for i in range(5))
+    )
+    emb = CountingEmbedder()
+    r_long, r_many = ingest_path(db, emb, long, opts), ingest_path(db, emb, many, opts)
+    assert emb.calls == 0
+    assert r_long.status == "failed" and "4,999 characters" in (r_long.error or "")
+    assert r_many.status == "failed" and "more than 5 chunks" in (r_many.error or "")
+    for r in (r_long, r_many):
+        assert "MAX_FILE_CHUNKS" in (r.error or "")
+        doc = index.get_document(db, r.path)
+        assert doc is not None and doc.status == "failed" and doc.error == r.error
+    assert ingest_path(db, emb, fits, opts).status == "indexed" and emb.calls == 1
+
+
+def test_a_file_over_its_time_budget_fails_with_the_setting_named(
+    db: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("ingest.budget.time.monotonic", lambda: now[0])
+
+    def slow_parser(path: Path) -> Parsed:
+        now[0] += 61  # parsing took a minute
+        return parse_file(path)
+
+    f = write(tmp_path / "slow.md", "# Slow\n\nIt took a while.\n")
+    emb = CountingEmbedder()
+    result = ingest_path(db, emb, f, replace(OPTS, timeout_s=60), slow_parser)
+    assert result.status == "failed" and emb.calls == 0
+    assert result.error == "indexing took longer than 60 s (FILE_TIMEOUT_S) and was stopped"
+    # a failed file is tried again when it changes, with the budget of that time
+    assert ingest_path(db, emb, f, replace(OPTS, timeout_s=120), slow_parser).status == "unchanged"
+    f.write_text("# Slow\n\nChanged.\n")
+    assert ingest_path(db, emb, f, replace(OPTS, timeout_s=120), slow_parser).status == "indexed"
+
+
+def test_a_task_queued_for_a_generation_does_nothing_once_it_moved(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    f = write(tmp_path / "a.txt", "Kept content.")
+    emb = CountingEmbedder()
+    ingest_path(db, emb, f, OPTS)
+    gen = db.execute("SELECT generation FROM documents").fetchone()
+    assert gen is not None
+    f.write_text("Changed content.")
+    assert ingest_path(db, emb, f, OPTS, generation=gen[0] + 1).status == "superseded"
+    assert chunk_texts(db, f) == ["Kept content."]
+    assert ingest_path(db, emb, f, OPTS, generation=gen[0]).status == "indexed"
+    assert chunk_texts(db, f) == ["Changed content."]
+
+
+def test_a_symlinked_upload_is_skipped_with_its_folder_named(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    uploads, elsewhere = tmp_path / "uploads", tmp_path / "elsewhere.txt"
+    (uploads / "user-ann" / "1a").mkdir(parents=True)
+    elsewhere.write_text("Not for the index.")
+    link = uploads / "user-ann" / "1a" / "notes.txt"
+    os.symlink(elsewhere, link)
+    opts = replace(OPTS, source="upload", roots=(uploads,))
+    result = ingest_path(db, CountingEmbedder(), link, opts)
+    assert result.status == "failed" and result.error == (
+        "skipped: a symlink to a file outside the uploads folder;"
+        " Hearth does not follow symlinks out of the uploads folder"
+    )
+    inner = uploads / "user-ann" / "1a" / "alias.txt"
+    os.symlink(tmp_path / "uploads" / "user-ann" / "1a" / "real.txt", inner)
+    assert ingest_path(db, CountingEmbedder(), inner, opts).status == "skipped"
+    assert index.get_document(db, str(inner)) is None

@@ -98,3 +98,53 @@ def test_root_for_picks_the_containing_root(tmp_path: Path) -> None:
     roots = [WatchRoot(tmp_path / "a", "one"), WatchRoot(tmp_path / "b", "two")]
     assert root_for(tmp_path / "b" / "x" / "y.md", roots) == roots[1]
     assert root_for(tmp_path / "c.md", roots) is None
+
+
+def test_walk_lists_symlinks_out_of_the_root_and_never_follows_one(tmp_path: Path) -> None:
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "sub").mkdir(parents=True)
+    (out / "dir").mkdir(parents=True)
+    (out / "dir" / "x.txt").write_text("x")
+    (out / "secret.txt").write_text("s")
+    (root / "sub" / "real.md").write_text("r")
+    os.symlink(out / "secret.txt", root / "file-out.txt")
+    os.symlink(out / "dir", root / "dir-out", target_is_directory=True)
+    os.symlink(out / "missing.txt", root / "dangling.txt")
+    os.symlink(root / "sub" / "real.md", root / "alias.md")
+    os.symlink(root / "sub", root / "sub-alias", target_is_directory=True)
+    os.symlink(out / "secret.txt", root / ".hidden-out.txt")  # ignored like any hidden name
+    os.mkfifo(root / "pipe.txt")
+    found = sorted(str(p.relative_to(root)) for p in walk(root))
+    assert found == ["dangling.txt", "dir-out", "file-out.txt", "sub/real.md"]
+
+
+def test_hearthignore_is_not_read_through_a_symlink(tmp_path: Path) -> None:
+    rules, root = tmp_path / "rules.txt", tmp_path / "root"
+    root.mkdir()
+    rules.write_text("*.md\n")
+    os.symlink(rules, root / ".hearthignore")
+    (root / "a.md").write_text("a")
+    assert [p.name for p in walk(root)] == ["a.md"]
+    (root / ".hearthignore").unlink()
+    (root / ".hearthignore").write_text("*.md\n")
+    assert [p.name for p in walk(root)] == []
+
+
+def test_reconcile_queues_a_symlink_once_and_then_leaves_it(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    root, out = tmp_path / "root", tmp_path / "secret.txt"
+    root.mkdir()
+    out.write_text("not for the index")
+    link = root / "link.txt"
+    os.symlink(out, link)
+    plan = reconcile(db, [WatchRoot(root, "default")])
+    assert plan.to_ingest == [(link, "default")] and plan.moves == []
+    st = link.lstat()  # what the worker records for it: the link's own size and time
+    index.record_failure(db, str(link), "failed", "skipped", size=st.st_size, mtime=st.st_mtime)
+    db.commit()
+    plan = reconcile(db, [WatchRoot(root, "default")])
+    assert (plan.to_ingest, plan.unchanged) == ([], 1)
+    link.unlink()
+    os.symlink(root / "elsewhere-inside.txt", link)  # now pointing inside: no longer listed
+    assert reconcile(db, [WatchRoot(root, "default")]).to_delete == [str(link)]
