@@ -22,6 +22,7 @@ import httpx
 
 from core.offline import OFFLINE_ENV
 
+from .lifeline import die_with_parent
 from .llm_convert import LLMServerError
 
 if TYPE_CHECKING:
@@ -59,7 +60,11 @@ class LocalLLMServer:
         host: str = "127.0.0.1",
         ready_timeout_s: float = 600.0,
         base_env: Mapping[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
+        """`die_with_parent`: the server gets SIGTERM when the thread that started it exits
+        (`hearth up`'s main thread), however it exits."""
+        self.die_with_parent = die_with_parent
         self.model_dir = Path(model_dir).expanduser().absolute()
         self.python = Path(python).expanduser().absolute()  # not resolve(): keep the venv link
         self.port = port
@@ -149,6 +154,7 @@ class LocalLLMServer:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent() if self.die_with_parent else None,
             )
         except BaseException:
             self._log.close()
@@ -197,6 +203,11 @@ class LocalLLMServer:
             return self._proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             return None
+
+    def terminate(self) -> None:
+        """SIGTERM the whole process group and return; `stop` waits for it."""
+        if self._proc is not None:
+            _signal_group(self._proc.pid, signal.SIGTERM)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after `timeout_s`."""
@@ -294,7 +305,7 @@ def process_group_alive(pgid: int) -> bool:
     return False
 
 
-def from_settings(settings: Settings) -> LocalLLMServer:
+def from_settings(settings: Settings, *, die_with_parent: bool = False) -> LocalLLMServer:
     """The local server as Hearth's settings describe it (model, port, vLLM venv, data dir)."""
     python = settings.vllm_python_path
     if not python.exists():
@@ -312,4 +323,5 @@ def from_settings(settings: Settings) -> LocalLLMServer:
         max_model_len=settings.llm_max_model_len,
         cache_dir=llm_dir / "vllm-cache",
         log_path=llm_dir / "vllm.log",
+        die_with_parent=die_with_parent,
     )

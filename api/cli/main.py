@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from core.settings import SettingsError, get_settings
 
 from . import access, backup, bench, commands, docs, doctor, llm, reindex, up
+from .lifeline import watch_lifeline
 
 MODULES = (up, llm, commands, docs, access, bench, backup, doctor, reindex)
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    watch_lifeline()  # a child of `hearth up` stops when it is gone, however it went
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
@@ -32,6 +34,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # an install without what this command needs
+        print(f"hearth: {missing_module(exc)}", file=sys.stderr)
+        return 2
+
+
+def missing_module(exc: ModuleNotFoundError) -> str:
+    """One line saying what to install, for a command that imports a package that is absent."""
+    name = (exc.name or str(exc)).split(".")[0]
+    return (
+        f"this command needs the Python package {name!r}, which is not installed: "
+        f"`pip install {name}` in Hearth's environment (or `make install-dev` in a checkout)"
+    )
 
 
 if __name__ == "__main__":
