@@ -126,6 +126,11 @@ def run(
         start = time.monotonic()
         try:
             code = _module(name)(argv)
+        except ModuleNotFoundError as exc:  # one line on what to install, not a traceback
+            from api.cli.main import missing_module
+
+            say(f"{name}: {missing_module(exc)}")
+            code = 1
         except Exception:
             traceback.print_exc()
             code = 1
