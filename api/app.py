@@ -40,6 +40,7 @@ from .routes import (
     ui,
 )
 from .state import AppState
+from .tokenizer import load_counter
 
 
 def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
@@ -53,6 +54,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         go_offline()
+        # the prompt tokenizer, loaded before the first chat: loading holds the GIL (~0.6 s)
+        await asyncio.to_thread(load_counter, settings.tokenizer_file)
         loaded: Embedder = (
             embedder if embedder is not None else await asyncio.to_thread(embedder_for, settings)
         )
