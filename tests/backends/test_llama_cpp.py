@@ -250,9 +250,9 @@ def test_a_busy_server_stays_ready_and_in_rotation(
         api(app_settings(pg_url, url, llm_health_interval_s=0.5), embedder) as hearth,
     ):
         answer: dict[str, httpx.Response] = {}
-        long = ask("Tell me everything about the house, in detail.", True, max_tokens=600)
-        long["messages"].insert(0, {"role": "system", "content": "Write at least 500 words."})
-        long["model"] = "smollm2"  # plain chat: no passages, a long answer
+        # plain chat (no passages), and an answer that runs to max_tokens: far past the 5 s probe
+        long = ask("Count from 1 to 500, separated by commas.", True, max_tokens=600)
+        long["model"] = "smollm2"
 
         def chat() -> None:
             answer["r"] = httpx.post(
