@@ -81,6 +81,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 api_key,
                 fallback_window=settings.llm_max_model_len,
                 health_interval_s=settings.llm_health_interval_s,
+                deadline_max_s=settings.llm_deadline_max_s,
             )
             redis = (
                 aioredis.Redis.from_url(redis_client_url(settings.redis_url))

@@ -26,6 +26,14 @@ from .backends import Overflow, Window, discover, error_fields, parse_overflow
 
 log = logging.getLogger(__name__)
 
+# A non-streamed answer's deadline: LLM_TIMEOUT_S (queue, prompt, first token) plus its token
+# budget at the backend's speed, with room for a slower moment, at most LLM_DEADLINE_MAX_S.
+# Before a backend has been measured its speed is taken to be that of a small CPU model under load.
+DEFAULT_TOKENS_PER_S = 2.0
+SPEED_MARGIN = 1.5
+SPEED_EWMA = 0.3  # weight of the newest measurement
+MIN_MEASURED_TOKENS = 8  # shorter answers say more about the prompt than about the speed
+
 
 class LLMError(Exception):
     """The backend failed; `status` is what Hearth answers with (400, 502, 503 or 504)."""
@@ -65,6 +73,7 @@ class Backend:
     discovered: bool = False
     in_flight: int = 0  # chat requests sent and not yet finished
     last_progress: float | None = None  # when a chat request last got bytes (or was sent)
+    tokens_per_s: float | None = None  # generation speed: EWMA over real completions
     models: list[dict[str, Any]] = field(default_factory=list)  # its last model list
     probing: asyncio.Future[list[dict[str, Any]]] | None = field(default=None, repr=False)
 
@@ -102,9 +111,11 @@ class LLMClient:
         fallback_window: int | None = None,
         health_interval_s: float | None = None,
         probe_timeout_s: float = 5.0,
+        deadline_max_s: float = 900.0,
     ) -> None:
         """`fallback_window`: LLM_MAX_MODEL_LEN, for a backend that does not say its window;
-        `health_interval_s`: probe the backends this often, from the first use on."""
+        `health_interval_s`: probe the backends this often, from the first use on;
+        `deadline_max_s`: LLM_DEADLINE_MAX_S, the longest a non-streamed answer is waited for."""
         if not base_urls:
             raise ValueError("at least one LLM base URL is required")
         self.http = http
@@ -113,6 +124,7 @@ class LLMClient:
         self.fallback_window = fallback_window
         self.health_interval_s = health_interval_s
         self.probe_timeout_s = probe_timeout_s
+        self.deadline_max_s = deadline_max_s
         self._turn = 0  # round-robin position
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._health: asyncio.Task[None] | None = None
@@ -299,6 +311,33 @@ class LLMClient:
         await self.models()
         return "ok"
 
+    # --- speed and deadlines -------------------------------------------------------------------
+    def measure(self, backend: Backend, tokens: int, seconds: float) -> None:
+        """Fold `tokens` generated in `seconds` into `backend`'s speed."""
+        if tokens < MIN_MEASURED_TOKENS or seconds <= 0:
+            return
+        rate = tokens / seconds
+        old = backend.tokens_per_s
+        backend.tokens_per_s = rate if old is None else old + SPEED_EWMA * (rate - old)
+
+    def deadline(self, backend: Backend, max_tokens: int | None) -> Deadline:
+        """How long a non-streamed answer of at most `max_tokens` may take on `backend`."""
+        budget = max_tokens or 0
+        speed = backend.tokens_per_s
+        measured = speed is not None
+        rate = speed if speed is not None else DEFAULT_TOKENS_PER_S
+        needed = budget / rate * SPEED_MARGIN
+        wanted = self.stall_s + needed
+        return Deadline(
+            seconds=min(wanted, self.deadline_max_s),
+            budget=budget,
+            tokens_per_s=rate,
+            measured=measured,
+            needed_s=needed,
+            idle_s=self.stall_s,
+            capped=wanted > self.deadline_max_s,
+        )
+
     # --- requests ------------------------------------------------------------------------------
     def _body(
         self, messages: list[dict[str, str]], stream: bool, params: dict[str, Any]
@@ -312,20 +351,31 @@ class LLMClient:
         backend.last_progress = time.monotonic()
 
     async def complete(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One non-streamed answer, within a deadline made for its token budget (`deadline`):
+        a backend that sends nothing until the answer is done is not cut off at LLM_TIMEOUT_S."""
         self._wake()
         body = self._body(messages, False, params)
+        budget = params.get("max_completion_tokens") or params.get("max_tokens")
         for backend, last in _with_last(self._order()):
+            deadline = self.deadline(backend, budget)
             backend.in_flight += 1
             self._progress(backend)
+            started = time.monotonic()
             try:
-                resp = await self.http.post(
-                    backend.url + "/chat/completions", json=body, headers=self._headers
-                )
+                async with asyncio.timeout(deadline.seconds):
+                    resp = await self.http.post(
+                        backend.url + "/chat/completions",
+                        json=body,
+                        headers=self._headers,
+                        timeout=httpx.Timeout(deadline.seconds, connect=5.0),
+                    )
             except httpx.ConnectError as exc:
                 backend.mark_down(str(exc))
                 if last:
                     raise _as_llm_error(exc) from exc
                 continue  # nothing reached this backend: the next one may serve it
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise LLMError(504, deadline.message(), "llm_timeout") from exc
             except httpx.HTTPError as exc:
                 raise _as_llm_error(exc) from exc
             finally:
@@ -336,7 +386,12 @@ class LLMClient:
             self._progress(backend)
             self._check_response(backend, resp)
             backend.mark_up()
-            return dict(resp.json())
+            answer = dict(resp.json())
+            usage = answer.get("usage")
+            tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if isinstance(tokens, int):  # the prompt's time counts too: a conservative speed
+                self.measure(backend, tokens, time.monotonic() - started)
+            return answer
         raise AssertionError("unreachable")
 
     async def stream(
@@ -356,7 +411,9 @@ class LLMClient:
         body = self._body(messages, True, params)
         sent = finished = False
         for backend, last in _with_last(self._order()):
-            events = 0
+            events = pieces = 0
+            first: float | None = None  # when the first token came
+            usage_tokens: int | None = None
             backend.in_flight += 1
             self._progress(backend)
             try:
@@ -385,10 +442,25 @@ class LLMClient:
                         finished = finished or any(
                             c.get("finish_reason") for c in chunk.get("choices") or []
                         )
+                        if any(
+                            (c.get("delta") or {}).get("content")
+                            for c in chunk.get("choices") or []
+                        ):
+                            pieces += 1
+                            first = first or time.monotonic()
+                        usage = chunk.get("usage")
+                        if isinstance(usage, dict) and isinstance(
+                            usage.get("completion_tokens"), int
+                        ):
+                            usage_tokens = usage["completion_tokens"]
                         if not sent:
                             backend.mark_up()
                         sent = True
                         yield chunk
+                    if first is not None and (done or finished):
+                        # from the first token on: the decoding speed, without the prompt's time
+                        tokens = (usage_tokens or pieces) - 1
+                        self.measure(backend, tokens, time.monotonic() - first)
                     if not (done or finished):
                         if events:
                             raise LLMError(
@@ -461,6 +533,35 @@ class LLMClient:
 
 
 _RETRY = (502, 503)  # the backend did no work: another one may take the request
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A non-streamed answer's deadline and the numbers it was made from."""
+
+    seconds: float
+    budget: int  # the answer's max_tokens
+    tokens_per_s: float
+    measured: bool  # tokens_per_s was measured (else DEFAULT_TOKENS_PER_S)
+    needed_s: float  # the budget's time at that speed, with SPEED_MARGIN
+    idle_s: float  # LLM_TIMEOUT_S: queue, prompt and first token
+    capped: bool  # the time wanted was more than LLM_DEADLINE_MAX_S
+
+    def message(self) -> str:
+        """The timeout, in numbers, and the knob that would change it."""
+        speed = f"~{_num(self.tokens_per_s)} tokens/s" + ("" if self.measured else " (assumed)")
+        why = (
+            f"the language model backend did not answer within {_num(self.seconds)} s: the "
+            f"answer budget of {self.budget} tokens at {speed} needs ~{_num(self.needed_s)} s, "
+            f"after up to LLM_TIMEOUT_S={self.idle_s:g} s for the prompt"
+        )
+        if self.capped:
+            return why + "; lower max_tokens or raise LLM_DEADLINE_MAX_S"
+        return why + "; lower max_tokens or raise LLM_TIMEOUT_S"
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
 
 
 def _with_last(items: list[Backend]) -> list[tuple[Backend, bool]]:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     llm_model: str = "smollm2"
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = Field(default=120.0, gt=0)
+    # a non-streamed answer may take LLM_TIMEOUT_S plus its token budget at the backend's
+    # measured speed, at most this long (streams: LLM_TIMEOUT_S between chunks)
+    llm_deadline_max_s: float = Field(default=900.0, gt=0)
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_local_model_dir: Path | None = None  # default: <data dir>/models/smollm2
     llm_local_port: int = Field(default=8001, ge=1, le=65535)
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
     # when none is left Hearth says the documents do not cover it. 0 turns this off.
     relevance_threshold: float = Field(default=0.15, ge=0, le=1)
     sources_footer: bool = True  # append a readable "Sources" list to answers
+    # how answers carry citations besides `sources` (api/client_shapes.py): auto (Open WebUI
+    # source events for Open WebUI, else footer), footer, annotations, openwebui, none
+    citation_style: Literal["auto", "footer", "annotations", "openwebui", "none"] = "auto"
+    # the address clients reach Hearth at, for citation URLs; unset: the request's own
+    public_url: str | None = None
     stream_keepalive_s: float = Field(default=5.0, gt=0)
     max_request_mb: float = Field(default=16.0, gt=0)  # JSON bodies; uploads: MAX_FILE_MB
 
@@ -133,6 +141,10 @@ class Settings(BaseSettings):
     search_candidates: int = Field(default=100, ge=1, le=1000)  # per leg, before fusion
     bm25_k1: float = Field(default=0.9, ge=0)
     bm25_b: float = Field(default=0.4, ge=0, le=1)
+    # BM25 leg: "impact" reads the best BM25_PRUNE postings per query word and collection
+    # (bm25_postings); "exact" scores every chunk holding a query word (slow at scale)
+    bm25_plan: Literal["impact", "exact"] = "impact"
+    bm25_prune: int = Field(default=1000, ge=1, le=1_000_000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     rerank_model: str | None = None  # a local cross-encoder folder; unset: no reranking
     rerank_candidates: int = Field(default=30, ge=1, le=1000)

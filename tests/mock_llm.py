@@ -35,6 +35,10 @@ class MockLLM:
     max_model_len: int = 2048
     delay_s: float = 0.0
     complete_delay_s: float = 0.0  # a non-streamed answer waits this long before it is sent
+    # a backend generating this many tokens (words) a second: a non-streamed answer takes its
+    # words' worth of time (and reports them as its completion_tokens), a stream sends one word
+    # per 1/tokens_per_s (instead of delay_s)
+    tokens_per_s: float | None = None
     announce: bool = False  # print "request" on stdout when a chat request arrives
     status: int = 200  # anything else: every chat request fails with it
     error: str = "backend says no"
@@ -67,6 +71,14 @@ class MockLLM:
                 return StreamingResponse(self._stream(text), media_type="text/event-stream")
             await asyncio.sleep(self.complete_delay_s)
             usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+            if self.tokens_per_s:
+                words = len(text.split(" "))
+                await asyncio.sleep(words / self.tokens_per_s)
+                usage = {
+                    "prompt_tokens": 10,
+                    "completion_tokens": words,
+                    "total_tokens": words + 10,
+                }
             return JSONResponse(
                 {
                     "id": "x",
@@ -94,7 +106,7 @@ class MockLLM:
     async def _stream(self, text: str) -> AsyncIterator[str]:
         try:
             for word in text.split(" "):
-                await asyncio.sleep(self.delay_s)
+                await asyncio.sleep(1 / self.tokens_per_s if self.tokens_per_s else self.delay_s)
                 delta = {"content": word + " "}
                 piece = {"object": "chat.completion.chunk", "choices": [{"delta": delta}]}
                 yield f"data: {json.dumps(piece)}\n\n"

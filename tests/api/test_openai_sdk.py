@@ -131,15 +131,16 @@ def test_backend_down_and_failing_are_server_errors(pg_url: str, token: str, moc
 
 
 def test_a_backend_that_times_out_is_a_504(pg_url: str, token: str, mock: MockLLM) -> None:
-    """The backend is slower than LLM_TIMEOUT_S: Hearth answers 504 JSON (the SDK's own,
-    longer timeout is not what fires)."""
+    """The backend is slower than its deadline (LLM_DEADLINE_MAX_S for a JSON answer,
+    LLM_TIMEOUT_S before a stream's first token): Hearth answers 504 JSON (the SDK's own, longer
+    timeout is not what fires)."""
 
     def slow(messages: list[dict[str, Any]]) -> str:
         time.sleep(1.0)  # blocks only the mock's own server thread
         return "Too late."
 
     mock.reply = slow
-    with client(pg_url, token, mock, llm_timeout_s=0.2) as c:
+    with client(pg_url, token, mock, llm_timeout_s=0.2, llm_deadline_max_s=0.3) as c:
         api = sdk(c, token).with_options(timeout=60)
         with pytest.raises(openai.InternalServerError) as caught:
             api.chat.completions.create(model="mock", messages=QUESTION)
