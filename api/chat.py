@@ -15,7 +15,9 @@ from typing import Any
 
 from core.types import Citation, Passage
 
-from .citations import CitationChecker, attribute, insert_markers, sources_footer
+from . import client_shapes
+from .citations import CitationChecker, attribute, insert_markers
+from .client_shapes import Shape
 from .errors import APIError
 from .llm import LLMError
 from .models import ModelChoice, parse_model
@@ -33,6 +35,7 @@ from .state import AppState
 from .store import access
 from .store.accounts import User
 from .store.conversations import add_turn, open_conversation
+from .tasks import is_task, task_budget
 from .textguard import clean_text
 from .tokenizer import load_counter
 from .window import answer_budget, retry_on_overflow
@@ -54,10 +57,12 @@ class Turn:
     question: str
     history: list[tuple[str, str]]
     client_system: str
-    footer: bool
+    shape: Shape  # how the citations travel besides `sources` (api.client_shapes)
     readable: tuple[str, ...]  # the collections this user may read, as of this request
+    base_url: str = ""  # where citation URLs point (PUBLIC_URL or the request's base URL)
+    task: bool = False  # a client's meta-request (title, tags...): plain chat (api.tasks)
     search_query: str = ""
-    rewritten: str = "none"  # how the search query was made: none, llm, fallback
+    rewritten: str = "none"  # how the search query was made: none, llm, fallback, echo
     messages: list[dict[str, str]] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
@@ -70,11 +75,20 @@ class Turn:
 
     @property
     def rag(self) -> bool:
-        return self.choice.rag
+        return self.choice.rag and not self.task
+
+    @property
+    def footer(self) -> bool:
+        return self.shape.footer and self.rag
 
 
 async def open_turn(
-    state: AppState, user: User, req: ChatRequest, conversation_id: str | None, footer: bool
+    state: AppState,
+    user: User,
+    req: ChatRequest,
+    conversation_id: str | None,
+    shape: Shape,
+    base_url: str = "",
 ) -> Turn:
     if req.n is not None and req.n > 1:
         raise APIError(400, "only n=1 is supported", param="n", code="unsupported_value")
@@ -83,15 +97,23 @@ async def open_turn(
     )
     if last_user is None or not req.messages[last_user].text().strip():
         raise APIError(400, "messages must contain a user message with text", param="messages")
+    task = is_task(req)
     async with state.pool.connection() as conn:
         readable = await access.readable(conn, user)
         choice = parse_model(req.model, state.settings, list(readable))
-        cid, stored = await open_conversation(conn, user.id, conversation_id, list(readable))
+        cid, stored = "", []
+        if not task:  # a task is never stored, so it neither opens nor continues one
+            cid, stored = await open_conversation(conn, user.id, conversation_id, list(readable))
     earlier = req.messages[:last_user]
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]
     else:
         history = [(m.role, m.text()) for m in earlier if m.role in ("user", "assistant")]
+    # an earlier answer as the client sends it back carries Hearth's footer and markers
+    history = [
+        (role, client_shapes.clean_answer(text) if role == "assistant" else text)
+        for role, text in history
+    ]
     client_system = "\n\n".join(
         m.text() for m in req.messages if m.role in ("system", "developer") and m.text().strip()
     )
@@ -103,8 +125,10 @@ async def open_turn(
         req.messages[last_user].text().strip(),
         history,
         client_system,
-        footer and choice.rag,
+        shape,
         readable,
+        base_url,
+        task,
     )
 
 
@@ -114,6 +138,8 @@ async def ground(state: AppState, turn: Turn) -> None:
     window = await state.llm.context_window() or s.llm_max_model_len
     turn.window = window = min(window, turn.window or window)  # lower on a retry (api.window)
     asked = turn.request.max_completion_tokens or turn.request.max_tokens
+    if turn.task:
+        asked = task_budget(asked)
     max_tokens = answer_budget(asked, s.llm_max_tokens, window)
     counter = await asyncio.to_thread(load_counter, s.tokenizer_file)
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
@@ -187,7 +213,11 @@ def completion(
     finish: str | None,
     usage: dict[str, Any] | None,
     sources: list[dict[str, Any]],
+    shaped: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if shaped and shaped.get("annotations"):
+        message["annotations"] = shaped["annotations"]
     return {
         "id": turn.id,
         "object": "chat.completion",
@@ -196,22 +226,46 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "finish_reason": finish or "stop",
                 "logprobs": None,
             }
         ],
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        **extras(turn, sources),
+        **extras(turn, sources, shaped),
     }
 
 
-def extras(turn: Turn, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    """Hearth's own fields beside OpenAI's (clients ignore what they do not know)."""
-    out: dict[str, Any] = {"conversation_id": turn.conversation_id}
+def extras(
+    turn: Turn, sources: list[dict[str, Any]], shaped: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Hearth's own fields beside OpenAI's (clients ignore what they do not know), and the
+    top-level `citations` URL list where the shape asks for it."""
+    out: dict[str, Any] = {}
+    if turn.conversation_id:
+        out["conversation_id"] = turn.conversation_id
     if turn.rag:
         out["sources"] = sources
         out["search_query"] = turn.search_query
+        if shaped and shaped.get("citations"):
+            out["citations"] = shaped["citations"]
+    return out
+
+
+def shaped_citations(
+    state: AppState, turn: Turn, text: str, citations: list[Citation]
+) -> dict[str, Any]:
+    """The shapes `turn.shape` asks for: annotations over `text` (the whole answer as the
+    client receives it) and the `citations` URL list; Open WebUI's source events."""
+    if not turn.rag or not citations:
+        return {}
+    s, base = state.settings, turn.base_url
+    out: dict[str, Any] = {}
+    if turn.shape.annotations:
+        out["annotations"] = client_shapes.annotations(s, base, text, citations)
+        out["citations"] = client_shapes.url_list(base, turn.passages, citations)
+    if turn.shape.events:
+        out["events"] = client_shapes.source_events(s, base, turn.passages, citations)
     return out
 
 
@@ -238,8 +292,9 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
     sources = source_list(citations, attributed=bool(marks))
     usage = resp.get("usage")
     await store(state, turn, answer, sources, usage)
-    text = answer + (sources_footer(citations) if turn.footer else "")
-    return completion(turn, text, choice.get("finish_reason"), usage, sources)
+    text = answer + (client_shapes.footer(state.settings, citations) if turn.footer else "")
+    shaped = shaped_citations(state, turn, text, citations)
+    return completion(turn, text, choice.get("finish_reason"), usage, sources, shaped)
 
 
 def attribute_if_uncited(
@@ -283,6 +338,8 @@ async def store(
     state.metrics.answer_seconds.labels("true" if turn.request.stream else "false").observe(
         time.perf_counter() - turn.started
     )
+    if turn.task:  # a client's meta-request is not part of any conversation
+        return
     async with state.pool.connection() as conn:
         await add_turn(
             conn,

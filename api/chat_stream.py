@@ -32,10 +32,12 @@ from .chat import (
     attribute_if_uncited,
     extras,
     ground,
+    shaped_citations,
     source_list,
     store,
 )
-from .citations import CitationChecker, sources_footer
+from .citations import CitationChecker
+from .client_shapes import footer as sources_footer
 from .errors import APIError, error_body
 from .llm import LLMError
 from .state import AppState
@@ -162,12 +164,16 @@ async def _relay(
     parts.append(tail)
     citations = checker.citations(turn.passages)
     sources = source_list(citations, attributed=bool(marks))
-    footer = sources_footer(citations) if turn.footer else ""
+    footer = sources_footer(state.settings, citations) if turn.footer else ""
     answer = "".join(parts)
+    shaped = shaped_citations(state, turn, answer + footer, citations)
+    last: dict[str, Any] = {"annotations": shaped["annotations"]} if "annotations" in shaped else {}
     if failed is not None:
         if answer.strip():  # the sources go before the error, at which OpenAI's SDK raises
+            for event in shaped.get("events", []):
+                yield sse({**base, "choices": [], "event": event})
             delta = {"content": tail + footer} if tail + footer else {}
-            yield chunk(delta, **extras(turn, sources))
+            yield chunk({**delta, **last}, **extras(turn, sources, shaped))
         yield sse(error_body(failed.status, failed.message, code=failed.code))
         yield sse("[DONE]")
         if answer.strip():
@@ -175,7 +181,10 @@ async def _relay(
         return
     if tail + footer:
         yield chunk({"content": tail + footer})
-    yield chunk({}, finish or "stop", **extras(turn, sources))
+    # Open WebUI's source events: chunks without choices, which its parser emits and saves
+    for event in shaped.get("events", []):
+        yield sse({**base, "choices": [], "event": event})
+    yield chunk(last, finish or "stop", **extras(turn, sources, shaped))
     options = turn.request.stream_options
     if options and options.include_usage:
         yield sse({**base, "choices": [], "usage": usage or _zero_usage()})

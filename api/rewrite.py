@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 
 from .llm import LLMClient, LLMError
 from .textguard import clean_text
@@ -51,6 +52,22 @@ def clean_query(text: str) -> str | None:
     return line
 
 
+def echoes_answer(query: str, history: Sequence[tuple[str, str]]) -> bool:
+    """Whether `query` is mostly a copy of an earlier answer rather than a question: small
+    models asked to rewrite sometimes repeat the last answer, which then gets searched."""
+    q = " ".join(query.lower().split())
+    if len(q) < 24:
+        return False
+    for role, text in history:
+        if role != "assistant":
+            continue
+        a = " ".join(text.lower().split())
+        match = SequenceMatcher(None, q, a, autojunk=False).find_longest_match(0, len(q), 0, len(a))
+        if match.size >= 0.7 * len(q):
+            return True
+    return False
+
+
 def fallback_query(history: Sequence[tuple[str, str]], question: str) -> str:
     previous = next((text for role, text in reversed(history) if role == "user"), "")
     return f"{previous[:TURN_CHARS]} {question}".strip()
@@ -77,4 +94,7 @@ async def rewrite_query(
         query = None
     if query is None:
         return fallback_query(history, question), "fallback"
+    if echoes_answer(query, history):
+        log.info("query rewrite repeated an earlier answer; searching the question itself")
+        return question, "echo"
     return query, "llm"

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from .. import chat, chat_stream
+from .. import chat, chat_stream, client_shapes
 from ..auth import CurrentUser, limit_key
 from ..errors import APIError
 from ..schemas import ChatRequest
@@ -27,6 +27,7 @@ async def chat_completions(
     user: CurrentUser,
     x_conversation_id: str | None = Header(default=None),
     x_hearth_footer: str | None = Header(default=None),
+    x_hearth_citations: str | None = Header(default=None),
 ) -> Any:
     given = (body.metadata or {}).get("conversation_id")
     if given is not None and not isinstance(given, str):
@@ -41,12 +42,24 @@ async def chat_completions(
         footer = body.sources_footer
     if x_hearth_footer is not None:
         footer = x_hearth_footer.strip().lower() not in _OFF
-    turn = await chat.open_turn(state, user, body, conversation_id, footer)
+    style = state.settings.citation_style
+    if x_hearth_citations is not None:
+        style = x_hearth_citations.strip().lower()
+        if style not in client_shapes.STYLES:
+            raise APIError(
+                400,
+                f"X-Hearth-Citations must be one of {', '.join(client_shapes.STYLES)}.",
+                param="X-Hearth-Citations",
+            )
+    client = client_shapes.detect_client(request.headers, body)
+    shape = client_shapes.resolve(style, client, stream=body.stream, footer_allowed=footer)
+    base = client_shapes.base_url(state.settings, str(request.base_url))
+    turn = await chat.open_turn(state, user, body, conversation_id, shape, base)
     entry = getattr(request.state, "log", None)
     if isinstance(entry, dict):
         turn.log = entry
     turn.log["model"] = body.model
-    headers = {"X-Conversation-Id": turn.conversation_id}
+    headers = {"X-Conversation-Id": turn.conversation_id} if turn.conversation_id else {}
     if body.stream:
         key = limit_key(user)
         if not await state.limiter.open_stream(key):

@@ -1,0 +1,36 @@
+"""Client meta-requests: a front-end asking the model for a chat's title, tags, follow-up
+questions, search queries or an autocompletion. They are not questions to the documents, so
+they are answered as plain chat (no retrieval, relevance gate, citations or footer), are not
+stored as conversations, and get a small answer budget.
+
+Recognised by Open WebUI's task templates (backend/open_webui/config.py
+DEFAULT_{TITLE,TAGS,FOLLOW_UP,QUERY,AUTOCOMPLETE,IMAGE_PROMPT}_GENERATION_PROMPT_TEMPLATE all
+start with "### Task:"; its tool-calling and emoji templates start as below), and by a
+`response_format` asking for JSON.
+"""
+
+from __future__ import annotations
+
+from .schemas import ChatRequest
+
+TASK_MAX_TOKENS = 256
+
+_OPENERS = (
+    "### task:",
+    "available tools:",  # DEFAULT_TOOLS_FUNCTION_CALLING_PROMPT_TEMPLATE
+    "your task is to reflect the speaker's likely facial expression",  # emoji
+)
+
+
+def is_task(req: ChatRequest) -> bool:
+    fmt = (req.response_format or {}).get("type")
+    if fmt in ("json_object", "json_schema"):
+        return True
+    last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
+    head = (last_user.text() if last_user else "").lstrip()[:80].lower()
+    return head.startswith(_OPENERS)
+
+
+def task_budget(asked: int | None) -> int:
+    """What a task may spend on its answer: what the client asked, at most TASK_MAX_TOKENS."""
+    return min(asked, TASK_MAX_TOKENS) if asked else TASK_MAX_TOKENS
