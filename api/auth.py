@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, Request
 
@@ -10,10 +13,20 @@ from .errors import APIError
 from .ratelimit import retry_after
 from .state import State
 from .store import sessions
-from .store.accounts import User, authenticate
+from .store.accounts import User, authenticate, forwarded_user
 from .ui import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 
+log = logging.getLogger(__name__)
+
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+# What Open WebUI forwards with ENABLE_FORWARD_USER_INFO_HEADERS=true, on every request it makes
+# to a connection (chat, task prompts, model list): its user's id (a UUID, stable), email, name
+# (percent-encoded by newer releases) and role (not believed: the person's Hearth role applies)
+FORWARD_ID = "x-openwebui-user-id"
+FORWARD_EMAIL = "x-openwebui-user-email"
+FORWARD_NAME = "x-openwebui-user-name"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def _session_user(request: Request, state: State) -> User | None:
@@ -85,8 +98,38 @@ async def _admit(request: Request, state: State, user: User) -> None:
 
 
 def limit_key(user: User) -> str:
-    """Limits count per token; a browser session counts as its user."""
-    return f"t{user.token_id}" if user.token_id is not None else f"u{user.id}"
+    """Limits count per token; a browser session, and a person a front-end token speaks for,
+    count as their user."""
+    if user.token_id is None or user.forwarded:
+        return f"u{user.id}"
+    return f"t{user.token_id}"
+
+
+async def _forwarded(request: Request, state: State, frontend: User) -> User:
+    """The person a front-end token's request is for (Open WebUI's X-OpenWebUI-User-* headers),
+    a Hearth user of their own; the front-end's own user when it names nobody."""
+    key = (
+        request.headers.get(FORWARD_ID, "").strip()
+        or request.headers.get(FORWARD_EMAIL, "").strip().lower()
+    )
+    if not key:
+        return frontend
+    if len(key) > 200 or _CONTROL.search(key):
+        raise APIError(
+            400,
+            "The forwarded user id is malformed (at most 200 printable characters).",
+            param=FORWARD_ID,
+            code="invalid_forwarded_user",
+        )
+    names = [
+        _CONTROL.sub("", unquote(request.headers.get(h, ""))).strip()
+        for h in (FORWARD_EMAIL, FORWARD_NAME)
+    ]
+    async with state.pool.connection() as conn:
+        user, disabled = await forwarded_user(conn, frontend, key, names)
+    if disabled:
+        raise APIError(401, f"The user {user.name!r} is disabled.", code="user_disabled")
+    return user
 
 
 async def _identify(request: Request, state: State) -> User:
@@ -116,6 +159,12 @@ async def _identify(request: Request, state: State) -> User:
     if user is None:
         raise APIError(
             401, "Invalid, expired or revoked token.", code="invalid_api_key", headers=_CHALLENGE
+        )
+    if user.frontend:
+        return await _forwarded(request, state, user)
+    if request.headers.get(FORWARD_ID) or request.headers.get(FORWARD_EMAIL):
+        log.debug(
+            "forwarded user headers ignored: token %s is not a front-end token", user.token_id
         )
     return user
 

@@ -103,7 +103,10 @@ async def open_turn(
         choice = parse_model(req.model, state.settings, list(readable))
         cid, stored = "", []
         if not task:  # a task is never stored, so it neither opens nor continues one
-            cid, stored = await open_conversation(conn, user.id, conversation_id, list(readable))
+            earlier_turns = [(m.role, m.text()) for m in req.messages[:last_user]]
+            cid, stored = await open_conversation(
+                conn, user.id, conversation_id, list(readable), earlier_turns
+            )
     earlier = req.messages[:last_user]
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]

@@ -69,6 +69,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=("admin", "user"), default="user")
     p.add_argument("--description", default="")
     p.add_argument("--expires", help="lifetime such as 90d or 12h")
+    p.add_argument(
+        "--frontend",
+        action="store_true",
+        help="a multi-user front-end's token (Open WebUI): it may name the person each request"
+        " is for (X-OpenWebUI-User-* headers), who then acts as a Hearth user of their own",
+    )
     p.set_defaults(func=run_token_create)
     tok.add_parser("list").set_defaults(func=run_token_list)
     p = tok.add_parser("revoke")
@@ -316,10 +322,11 @@ def run_token_create(args: argparse.Namespace, settings: Settings) -> int:
     expires = datetime.now(UTC) + _parse_lifetime(args.expires) if args.expires else None
     with connect(command_database_url(settings)) as conn:
         user = accounts.ensure_user(conn, args.user, args.role)
-        token = accounts.issue_token(conn, user, args.description, expires)
+        token = accounts.issue_token(conn, user, args.description, expires, frontend=args.frontend)
         conn.commit()
     print(token)
-    print(f"(for user {user.name}; shown once, stored only as a hash)", file=sys.stderr)
+    kind = "a front-end token " if args.frontend else ""
+    print(f"({kind}for user {user.name}; shown once, stored only as a hash)", file=sys.stderr)
     return 0
 
 
@@ -333,7 +340,11 @@ def run_token_list(args: argparse.Namespace, settings: Settings) -> int:
             else ("expired" if t.expires_at and t.expires_at < datetime.now(UTC) else "active")
         )
         used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-        print(f"{t.id:>4} {t.prefix}…  {t.user:<12} {state:<8} last used {used}  {t.description}")
+        kind = " frontend" if t.frontend else ""
+        print(
+            f"{t.id:>4} {t.prefix}…  {t.user:<12} {state:<8}{kind} last used {used}"
+            f"  {t.description}"
+        )
     return 0
 
 

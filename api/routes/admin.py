@@ -69,6 +69,8 @@ class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = Field(default="", max_length=200)
     expires_in_days: float | None = Field(default=None, gt=0, le=36500)
+    # a multi-user front-end's (Open WebUI): it may name the person each request is for
+    frontend: bool = False
 
 
 class NewCollection(BaseModel):
@@ -145,13 +147,16 @@ async def issue_token(name: str, body: NewToken, state: State) -> dict[str, Any]
         row = conn.execute("SELECT id, name, role FROM users WHERE name = %s", (name,)).fetchone()
         if row is None:
             raise APIError(404, f"No user named {name!r}.", code="not_found")
-        return accounts.issue_token(conn, User(*row), body.description, expires)
+        return accounts.issue_token(
+            conn, User(*row), body.description, expires, frontend=body.frontend
+        )
 
     token = await _run(state, work)
     return {
         "token": token,  # shown this once; only its SHA-256 is stored
         "user": name,
         "description": body.description,
+        "frontend": body.frontend,
         "expires_at": int(expires.timestamp()) if expires else None,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,8 @@ class User:
     name: str
     role: str
     token_id: int | None = None  # the token this request came with (rate limits, request log)
+    frontend: bool = False  # that token is a front-end's: it may name the person it speaks for
+    forwarded: bool = False  # this user is a person a front-end token named (limits: per person)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class TokenInfo:
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    frontend: bool = False
 
 
 def ensure_user(conn: psycopg.Connection, name: str, role: str = "user") -> User:
@@ -67,13 +71,16 @@ def issue_token(
     user: User,
     description: str = "",
     expires_at: datetime | None = None,
+    *,
+    frontend: bool = False,
 ) -> str:
-    """Create a token for `user`; return the plain token (the only time it exists)."""
+    """Create a token for `user`; return the plain token (the only time it exists).
+    `frontend`: a trusted front-end's token, which may name the person a request is for."""
     token = new_token()
     conn.execute(
-        "INSERT INTO tokens (token_hash, prefix, user_id, description, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (hash_token(token), display_prefix(token), user.id, description, expires_at),
+        "INSERT INTO tokens (token_hash, prefix, user_id, description, expires_at, frontend)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (hash_token(token), display_prefix(token), user.id, description, expires_at, frontend),
     )
     return token
 
@@ -81,7 +88,8 @@ def issue_token(
 def list_tokens(conn: psycopg.Connection) -> list[TokenInfo]:
     rows = conn.execute(
         "SELECT t.id, t.prefix, u.name, t.description, t.created_at, t.last_used_at,"
-        " t.expires_at, t.revoked_at FROM tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id"
+        " t.expires_at, t.revoked_at, t.frontend FROM tokens t JOIN users u ON u.id = t.user_id"
+        " ORDER BY t.id"
     ).fetchall()
     return [TokenInfo(*r) for r in rows]
 
@@ -103,10 +111,50 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> User | None
         "UPDATE tokens t SET last_used_at = now() FROM users u"
         " WHERE t.token_hash = %s AND u.id = t.user_id AND t.revoked_at IS NULL"
         " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled"
-        " RETURNING u.id, u.name, u.role, t.id, t.token_hash",
+        " RETURNING u.id, u.name, u.role, t.id, t.token_hash, t.frontend",
         (digest,),
     )
     row = await cur.fetchone()
     if row is None or not hmac.compare_digest(row[4], digest):
         return None
-    return User(row[0], row[1], row[2], row[3])
+    return User(row[0], row[1], row[2], row[3], frontend=row[5])
+
+
+async def forwarded_user(
+    conn: psycopg.AsyncConnection, frontend: User, key: str, names: list[str]
+) -> tuple[User, bool]:
+    """The Hearth user for the person `frontend` (a front-end token's user) names by `key`
+    (their stable id at the front-end), created on first sight with role `user` (the trigger
+    on users gives them their personal collection), named after the first of `names` (email,
+    display name) not taken yet. Returns the user and whether they are disabled. The person's
+    own role applies, never the front-end's."""
+    external = f"{frontend.id}:{key}"
+    cur = await conn.execute(
+        "SELECT id, name, role, disabled FROM users WHERE external_id = %s", (external,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        tag = hashlib.sha256(external.encode()).hexdigest()[:8]
+        for name in [*(n for n in names if n), f"person-{tag}"]:
+            for candidate in (name[:100], f"{name[:90]}#{tag}"):
+                cur = await conn.execute(
+                    "INSERT INTO users (name, role, external_id) VALUES (%s, 'user', %s)"
+                    " ON CONFLICT DO NOTHING RETURNING id, name, role, disabled",
+                    (candidate, external),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    break
+                cur = await conn.execute(  # a concurrent first request may have created them
+                    "SELECT id, name, role, disabled FROM users WHERE external_id = %s",
+                    (external,),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    break
+            if row is not None:
+                break
+    if row is None:
+        raise RuntimeError(f"no free user name for the forwarded person {external!r}")
+    user = User(row[0], row[1], row[2], frontend.token_id, forwarded=True)
+    return user, bool(row[3])

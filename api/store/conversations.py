@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +32,21 @@ async def open_conversation(
     user_id: int,
     conversation_id: str | None,
     readable: Sequence[str],
+    history: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, list[Turn]]:
     """Continue the user's conversation `conversation_id` (with its turns) or pick an id for a
     new one, which `add_turn` creates with its first turn (a failed request leaves nothing).
+
+    Without an id, a stateless client's `history` (the earlier (role, text) turns it sent) that
+    matches a stored conversation of the user's continues that one (`find_by_history`).
 
     An id that is malformed or belongs to someone else is answered like an unknown one: a new
     conversation, so ids reveal nothing. Answers that cite a collection outside `readable`
     are left out of the history; incomplete ones (cut short by the backend) are replayed as
     they were sent.
     """
+    if not conversation_id and history:
+        conversation_id = await find_by_history(conn, user_id, history)
     if conversation_id:
         try:
             cid = str(uuid.UUID(conversation_id))
@@ -63,6 +70,38 @@ async def open_conversation(
     return str(uuid.uuid4()), []
 
 
+def opening(question: str) -> bytes:
+    """What a conversation is found by: the SHA-256 of its first question (as stored)."""
+    return hashlib.sha256(question.strip().encode()).digest()
+
+
+async def find_by_history(
+    conn: psycopg.AsyncConnection, user_id: int, history: Sequence[tuple[str, str]]
+) -> str | None:
+    """The user's stored conversation that `history` (a client's earlier user and assistant
+    turns, oldest first) continues: as many turns stored, opened by the same question, and the
+    same questions in the same order (answers are not compared: clients send them back in their
+    own shape, with footers or without). The most recently updated one when several match."""
+    turns = [(role, text) for role, text in history if role in ("user", "assistant")]
+    asked = [text.strip() for role, text in turns if role == "user"]
+    if not asked:
+        return None
+    cur = await conn.execute(
+        "SELECT c.id FROM conversations c WHERE c.user_id = %s AND c.opening = %s"
+        " AND (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) = %s"
+        " ORDER BY c.updated_at DESC LIMIT 10",
+        (user_id, opening(asked[0]), len(turns)),
+    )
+    for (cid,) in await cur.fetchall():
+        cur = await conn.execute(
+            "SELECT content FROM messages WHERE conversation_id = %s AND role = 'user' ORDER BY id",
+            (cid,),
+        )
+        if [r[0].strip() for r in await cur.fetchall()] == asked:
+            return str(cid)
+    return None
+
+
 async def add_turn(
     conn: psycopg.AsyncConnection,
     conversation_id: str,
@@ -79,9 +118,9 @@ async def add_turn(
     `incomplete`: the backend failed mid-answer and `answer` is the part sent."""
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO conversations (id, user_id, title) VALUES (%s, %s, %s)"
+            "INSERT INTO conversations (id, user_id, title, opening) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING",
-            (conversation_id, user_id, question[:80]),
+            (conversation_id, user_id, question[:80], opening(question)),
         )
         await conn.execute(
             "INSERT INTO messages (conversation_id, role, content) VALUES (%s, 'user', %s)",

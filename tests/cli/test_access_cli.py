@@ -252,3 +252,16 @@ def test_logs_show_the_most_recent_requests(hearth: Hearth, db: psycopg.Connecti
     rows = json.loads(ok(hearth("logs", "--json")))
     assert [r["route"] for r in rows] == ["/v1/chat/completions", "/v1/search", "/v1/models"]
     assert rows[0]["user"] == "ann" and rows[0]["prompt"] is None
+
+
+def test_token_create_frontend_marks_a_front_end_token(
+    hearth: Hearth, db: psycopg.Connection, pg_url: str
+) -> None:
+    plain = ok(hearth("token", "create", "--user", "owui")).strip()
+    front = ok(hearth("token", "create", "--user", "owui", "--frontend")).strip()
+    rows = db.execute("SELECT frontend FROM tokens ORDER BY id").fetchall()
+    assert rows == [(False,), (True,)]
+    me, it = authenticate(pg_url, plain), authenticate(pg_url, front)
+    assert me is not None and it is not None and (me.frontend, it.frontend) == (False, True)
+    listed = ok(hearth("token", "list")).splitlines()
+    assert [" frontend " in line for line in listed] == [False, True]
