@@ -34,6 +34,7 @@ from .search import SearchFilters, SearchRequest, run_search
 from .state import AppState
 from .store import access
 from .store.accounts import User
+from .store.conversations import Turn as StoredTurn
 from .store.conversations import add_turn, open_conversation
 from .tasks import is_task, task_budget
 from .textguard import clean_text
@@ -101,7 +102,7 @@ async def open_turn(
     async with state.pool.connection() as conn:
         readable = await access.readable(conn, user)
         choice = parse_model(req.model, state.settings, list(readable))
-        cid, stored = "", []
+        cid, stored = "", list[StoredTurn]()
         if not task:  # a task is never stored, so it neither opens nor continues one
             earlier_turns = [(m.role, m.text()) for m in req.messages[:last_user]]
             cid, stored = await open_conversation(
@@ -265,7 +266,7 @@ def shaped_citations(
     s, base = state.settings, turn.base_url
     out: dict[str, Any] = {}
     if turn.shape.annotations:
-        out["annotations"] = client_shapes.annotations(s, base, text, citations)
+        out["annotations"] = client_shapes.url_annotations(s, base, text, citations)
         out["citations"] = client_shapes.url_list(base, turn.passages, citations)
     if turn.shape.events:
         out["events"] = client_shapes.source_events(s, base, turn.passages, citations)

@@ -59,22 +59,6 @@ class CitationChecker:
                 self.cited.append(k)
 
 
-def sources_footer(citations: Sequence[Citation]) -> str:
-    """A readable "Sources" list for chat UIs that ignore the extra `sources` field."""
-    if not citations:
-        return ""
-    lines = ["", "", "Sources:"]
-    for c in citations:
-        p = c.passage
-        where = [p.title or p.path.rsplit("/", 1)[-1]]
-        if p.page:
-            where.append(f"page {p.page}")
-        if p.heading_path:
-            where.append("§ " + " > ".join(p.heading_path))
-        lines.append(f"[{c.index}] " + ", ".join(where) + f" ({p.path})")
-    return "\n".join(lines)
-
-
 _WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOP = frozenset(

@@ -122,7 +122,7 @@ def footer(settings: Settings, citations: Sequence[Citation]) -> str:
     return "\n".join(lines)
 
 
-def annotations(
+def url_annotations(
     settings: Settings, base: str, text: str, citations: Sequence[Citation]
 ) -> list[dict[str, Any]]:
     """One url_citation per cited passage, spanning its first `[n]` marker in `text` (the end

@@ -42,7 +42,7 @@ async def chat_completions(
         footer = body.sources_footer
     if x_hearth_footer is not None:
         footer = x_hearth_footer.strip().lower() not in _OFF
-    style = state.settings.citation_style
+    style: str = state.settings.citation_style
     if x_hearth_citations is not None:
         style = x_hearth_citations.strip().lower()
         if style not in client_shapes.STYLES:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from api.citations import CitationChecker, sources_footer
-from core.types import Citation, Passage
+from api.citations import CitationChecker
+from core.types import Passage
 
 
 def passage(i: int, **kw: object) -> Passage:
@@ -62,14 +62,6 @@ def test_citations_map_markers_to_the_given_passages() -> None:
     assert [(x.index, x.passage.path) for x in cits] == [(2, "/docs/f2.md"), (1, "/docs/f1.md")]
     src = cits[0].as_source()
     assert src["index"] == 2 and src["path"] == "/docs/f2.md" and src["snippet"] == "text 2"
-
-
-def test_footer_lists_sources_with_their_numbers() -> None:
-    cits = [Citation(2, passage(2, page=4))]
-    footer = sources_footer(cits)
-    assert "Sources:" in footer
-    assert "[2] Doc 2, page 4, § Intro (/docs/f2.md)" in footer
-    assert sources_footer([]) == ""
 
 
 def test_attribution_cites_the_passage_that_supports_a_sentence() -> None:

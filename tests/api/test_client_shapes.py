@@ -259,3 +259,25 @@ def test_a_follow_up_is_rewritten_from_the_clean_text(
     for prompt in asked:
         assert "Sources:" not in prompt and "/root/.local" not in prompt and "[1]" not in prompt
         assert "E-4471 means the pressure sensor failed" in prompt
+
+
+def test_styles_by_header_and_a_bad_one_is_a_400(pg_url: str, token: str, mock: MockLLM) -> None:
+    mock.reply = lambda messages: ANSWER
+    question = {"model": "hearth", "messages": [{"role": "user", "content": "E-4471?"}]}
+    with client(pg_url, token, mock) as c:
+        bad = c.post("/v1/chat/completions", json=question, headers={"X-Hearth-Citations": "<x>"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "X-Hearth-Citations"
+        none = c.post("/v1/chat/completions", json=question, headers={"X-Hearth-Citations": "none"})
+        body = none.json()
+        assert body["sources"] and "citations" not in body
+        assert "annotations" not in body["choices"][0]["message"]
+        assert "Sources:" not in body["choices"][0]["message"]["content"]
+        # Open WebUI forced on an unrecognised client: events, no footer, no annotations
+        forced = c.post(
+            "/v1/chat/completions",
+            json={**question, "stream": True},
+            headers={"X-Hearth-Citations": "openwebui"},
+        )
+        assert [e["type"] for e in openwebui_events(forced.text)] == ["source"]
+        assert "Sources:" not in streamed_text(sse_events(forced.text))
