@@ -253,6 +253,9 @@ def extras(
         out["search_query"] = turn.search_query
         if shaped and shaped.get("citations"):
             out["citations"] = shaped["citations"]
+        if turn.shape.openwebui_sources:
+            out["sources"] = (shaped or {}).get("openwebui_sources", [])
+            out["hearth_sources"] = sources
     return out
 
 
@@ -270,6 +273,9 @@ def shaped_citations(
         out["citations"] = client_shapes.url_list(base, turn.passages, citations)
     if turn.shape.events:
         out["events"] = client_shapes.source_events(s, base, turn.passages, citations)
+    if turn.shape.openwebui_sources:
+        events = client_shapes.source_events(s, base, turn.passages, citations)
+        out["openwebui_sources"] = [e["data"] for e in events]
     return out
 
 

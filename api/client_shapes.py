@@ -60,6 +60,10 @@ class Shape:
     footer: bool
     annotations: bool  # message/delta annotations and the top-level `citations` list
     events: bool  # Open WebUI source events (streams only)
+    # a non-streamed answer to Open WebUI: its browser sets `message.sources` from the response's
+    # top-level `sources` and saves it, so that field takes Open WebUI's shape (Hearth's own
+    # list moves to `hearth_sources`)
+    openwebui_sources: bool = False
 
 
 def resolve(style: str, client: str | None, *, stream: bool, footer_allowed: bool) -> Shape:
@@ -72,8 +76,10 @@ def resolve(style: str, client: str | None, *, stream: bool, footer_allowed: boo
     if style == "openwebui":
         if stream:  # Open WebUI turns url_citation annotations into sources too: events only
             return Shape(False, False, True)
-        # its non-streamed path saves the text only: keep the readable list there
-        return Shape(footer_allowed, True, False)
+        # middleware.py process_chat_response, non-streamed: event_emitter({"type":
+        # "chat:completion", "data": response_data}); the browser's chatCompletionEventHandler
+        # then does `if (sources) message.sources = sources`
+        return Shape(False, False, False, openwebui_sources=True)
     if style == "annotations":
         return Shape(False, True, False)
     return Shape(footer_allowed, True, False)

@@ -281,3 +281,27 @@ def test_styles_by_header_and_a_bad_one_is_a_400(pg_url: str, token: str, mock: 
         )
         assert [e["type"] for e in openwebui_events(forced.text)] == ["source"]
         assert "Sources:" not in streamed_text(sse_events(forced.text))
+
+
+def test_openwebui_unstreamed_gets_sources_in_its_own_shape(
+    pg_url: str, token: str, mock: MockLLM
+) -> None:
+    """Open WebUI's non-streamed path (middleware.py process_chat_response) emits the whole
+    response as a chat:completion event; its browser (Chat.svelte chatCompletionEventHandler)
+    does `if (sources) message.sources = sources` and saves the chat: `sources` must be in its
+    shape there, or the message's citations break."""
+    mock.reply = lambda messages: ANSWER
+    body = {
+        "model": "hearth",
+        "stream": False,
+        "tools": OPENWEBUI_TOOLS,
+        "messages": [{"role": "user", "content": "What does E-4471 mean?"}],
+    }
+    with client(pg_url, token, mock) as c:
+        r = c.post("/v1/chat/completions", json=body, headers=OPENWEBUI_HEADERS)
+    out = r.json()
+    assert "Sources:" not in out["choices"][0]["message"]["content"]
+    src = out["sources"][0]
+    assert set(src) == {"source", "document", "metadata"}
+    assert src["metadata"][0]["source"].startswith("http://testserver/v1/files/file-")
+    assert out["hearth_sources"][0]["index"] == 1
