@@ -6,7 +6,8 @@ stored as conversations, and get a small answer budget.
 Recognised by Open WebUI's task templates (backend/open_webui/config.py
 DEFAULT_{TITLE,TAGS,FOLLOW_UP,QUERY,AUTOCOMPLETE,IMAGE_PROMPT}_GENERATION_PROMPT_TEMPLATE all
 start with "### Task:"; its tool-calling and emoji templates start as below), and by a
-`response_format` asking for JSON.
+`response_format` asking for JSON. Its RAG template starts with "### Task:" too, but is a real
+question with Open WebUI's own retrieved `<context>` (DEFAULT_RAG_TEMPLATE): not a task.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def is_task(req: ChatRequest) -> bool:
     if fmt in ("json_object", "json_schema"):
         return True
     last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
-    head = (last_user.text() if last_user else "").lstrip()[:80].lower()
-    return head.startswith(_OPENERS)
+    text = (last_user.text() if last_user else "").lstrip()
+    return text[:80].lower().startswith(_OPENERS) and "<context>" not in text
 
 
 def task_budget(asked: int | None) -> int:

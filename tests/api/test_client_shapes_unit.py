@@ -88,6 +88,9 @@ def test_task_prompts_are_recognised() -> None:
     assert is_task(req("What is E-4471?", response_format={"type": "json_object"}))
     assert not is_task(req("What is E-4471?", response_format={"type": "text"}))
     assert not is_task(req("What does '### Task:' mean in Open WebUI?"))
+    # Open WebUI's DEFAULT_RAG_TEMPLATE put before a real question: not a task
+    rag = "### Task:\nRespond to the user query using the provided context, incorporating"
+    assert not is_task(req(rag + '\n<context>\n<source id="1">x</source>\n</context>\nq?'))
     assert (task_budget(None), task_budget(1000), task_budget(40)) == (256, 256, 40)
 
 
