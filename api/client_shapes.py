@@ -191,16 +191,38 @@ def source_events(
 
 # --- history hygiene: Hearth's own additions in an earlier answer a client sends back ---------
 
-_FOOTER = re.compile(r"\n*\s*Sources:\s*\n(?:\s*\[\d{1,3}\][^\n]*(?:\n|$))+\s*$")
+_FOOTER_LINE = re.compile(r"\[\d{1,3}\] ")
 _MARKERS = re.compile(r"\s?\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
-# what Open WebUI puts back into an answer that had sources or tool calls
-_DETAILS = re.compile(r"<details\b[^>]*>.*?</details>\s*", re.DOTALL)
+
+
+def _strip_footer(text: str) -> str:
+    """`text` without a trailing "Sources:" list (a line of its own, then only `[n] ...`
+    lines). By search from the end, not a regex over the text: a client's text is any size."""
+    at = text.rfind("Sources:")
+    if at < 0 or (at > 0 and text[at - 1] != "\n"):
+        return text
+    head, _, rest = text[at + len("Sources:") :].partition("\n")
+    lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+    if head.strip() or not lines or not all(_FOOTER_LINE.match(ln) for ln in lines):
+        return text
+    return text[:at]
+
+
+def _strip_details(text: str) -> str:
+    """`text` without `<details ...>...</details>` blocks, in one pass."""
+    out, pos = [], 0
+    while (start := text.find("<details", pos)) >= 0:
+        end = text.find("</details>", start)
+        if end < 0:
+            break
+        out.append(text[pos:start])
+        pos = end + len("</details>")
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def clean_answer(text: str) -> str:
     """An earlier assistant answer without Hearth's footer, its `[n]` markers and collapsed
     blocks a client folded into it: the plain prose, for the rewrite and the prompt."""
-    text = _FOOTER.sub("", text)
-    text = _DETAILS.sub("", text)
-    text = _MARKERS.sub("", text)
-    return text.strip()
+    text = _strip_details(_strip_footer(text))
+    return _MARKERS.sub("", text).strip()

@@ -58,10 +58,10 @@ def echoes_answer(query: str, history: Sequence[tuple[str, str]]) -> bool:
     q = " ".join(query.lower().split())
     if len(q) < 24:
         return False
-    for role, text in history:
+    for role, text in history[-REWRITE_TURNS:]:  # what the rewrite was shown, no more
         if role != "assistant":
             continue
-        a = " ".join(text.lower().split())
+        a = " ".join(text[:TURN_CHARS].lower().split())
         match = SequenceMatcher(None, q, a, autojunk=False).find_longest_match(0, len(q), 0, len(a))
         if match.size >= 0.7 * len(q):
             return True
