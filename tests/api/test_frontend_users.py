@@ -269,3 +269,43 @@ def test_the_admin_api_issues_front_end_tokens(
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_forwarded_user"
         nul = {**bearer(front), **person("gina"), "X-OpenWebUI-User-Name": "G%00ina%0A"}
         assert c.get("/v1/models", headers=nul).status_code == 200
+
+
+def test_a_forwarded_person_never_becomes_an_existing_user_and_is_created_once(
+    db: psycopg.Connection, pg_url: str, mock: MockLLM, embedder: Embedder
+) -> None:
+    """A front-end naming an email (or name) that a Hearth admin has is not that admin; twelve
+    first requests at once for one new person make one user."""
+    root = accounts.ensure_user(db, "hal@example.org", "admin")
+    accounts.ensure_user(db, "Hal", "admin")
+    token = frontend_token(db, "owui", role="user")
+    server, thread, base = serve_app(app_for(pg_url, mock, embedder))
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            h = {**bearer(token), **person("hal", role="admin")}
+            assert http.get("/v1/admin/users", headers=h).status_code == 403
+            found = forwarded_user(db, "hal")
+            assert found is not None and found[0] != root.id and found[2] == "user"
+            assert found[1].startswith("hal@example.org#")
+
+            codes: list[int] = []
+            go = threading.Barrier(12)
+
+            def first_sight() -> None:
+                go.wait(10)
+                r = http.get("/v1/models", headers={**bearer(token), **person("ivy")})
+                codes.append(r.status_code)
+
+            workers = [threading.Thread(target=first_sight) for _ in range(12)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(30)
+            assert codes == [200] * 12
+            rows = db.execute(
+                "SELECT count(*) FROM users WHERE external_id LIKE '%:0000-ivy'"
+            ).fetchone()
+            assert rows == (1,)
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -9,9 +9,15 @@ import asyncio
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.llm import DEFAULT_TOKENS_PER_S, LLMClient, LLMError
+from api.store import accounts
+from core.embedder import Embedder
+from core.settings import get_settings
 from tests.mock_llm import MockLLM, serve
 
 QUESTION = [{"role": "user", "content": "hi"}]
@@ -109,3 +115,23 @@ def test_a_stream_keeps_its_idle_timeout_between_chunks() -> None:
         with pytest.raises(LLMError) as caught:
             asyncio.run(ask(mock, 0.3, stream=True))
     assert (caught.value.status, caught.value.code) == (504, "llm_timeout")
+
+
+def test_a_non_streamed_chat_on_a_slow_backend_is_answered_not_a_504(
+    db: psycopg.Connection, pg_url: str, embedder: Embedder
+) -> None:
+    """Through the app: the answer takes 2 s on a backend the 0.5 s LLM_TIMEOUT_S would have cut
+    off (a 504 before); a stream on it keeps the idle timeout."""
+    token = accounts.issue_token(db, accounts.ensure_user(db, "ann"), "t")
+    db.commit()
+    with serve(MockLLM(reply=lambda _: WORDS, tokens_per_s=10)) as mock:
+        s = get_settings(
+            database_url=pg_url, llm_base_url=mock.url, llm_model="mock", llm_timeout_s=0.5
+        )
+        with TestClient(create_app(s, embedder=embedder)) as c:
+            body = {"model": "mock", "messages": QUESTION, "max_tokens": 20}
+            r = c.post(
+                "/v1/chat/completions", headers={"Authorization": f"Bearer {token}"}, json=body
+            )
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].split() == WORDS.split()
