@@ -8,11 +8,14 @@ PostgreSQL under .cache/bench/search-N (kept for `bench.rag_turn`; --reuse skips
 the indexes after the load, then measures, at 1 and 8 concurrent clients:
   - the floor: `SELECT id, text FROM chunks ORDER BY embedding <=> $1 LIMIT 10` through psycopg,
     prepared, at Hearth's ef_search;
-  - Hearth's two-leg SQL alone (retrieval.hybrid.retrieve), the whole search function with a
+  - Hearth's two-leg SQL alone (retrieval.hybrid.retrieve), its BM25 leg alone on the impact
+    plan Hearth uses (bm25_postings, pruned) and on the exact plan it replaced (every chunk holding
+    a query word scored), the whole search function with a
     precomputed vector (retrieval.search.search: "search only"), the query embedding alone;
   - POST /v1/search (hybrid, k=10) on `hearth serve-api` with a real token and the real MiniLM
     (the query's embedding included: part of Hearth's cost);
-and the dense recall@10 against exact search (index scans off), for the vector HNSW and, unless
+the top-10 overlap of the BM25 leg's impact plan with its exact plan, and the dense recall@10
+against exact search (index scans off), for the vector HNSW and, unless
 --no-halfvec, an HNSW over the embedding cast to halfvec (built, measured, dropped).
 """
 
@@ -60,7 +63,8 @@ ROWS = {
     "floor": "floor: bare HNSW SQL (psycopg)",
     "floor_halfvec": "floor on the halfvec index",
     "dense_leg": "  its dense leg alone",
-    "lexical_leg": "  its BM25 leg alone",
+    "lexical_leg": "  its BM25 leg alone (impact plan)",
+    "lexical_exact": "  BM25 leg, exact plan (before)",
     "hybrid_sql": "Hearth's two-leg SQL (retrieve)",
     "search": "search only (search(), given vector)",
     "embed": "query embedding (MiniLM)",
@@ -112,12 +116,20 @@ async def measure_latency(
     return out
 
 
+def lexical_options(params: Any, plan: str) -> Any:
+    """The legs' options as search() derives them, the BM25 leg on `plan`."""
+    from dataclasses import replace
+
+    return replace(leg_options(params), lexical=plan, prune=params.bm25_prune)
+
+
 def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
     from retrieval.hybrid import retrieve
     from retrieval.search import search
 
     params = search_params(url)
-    opts = leg_options(params)
+    opts = lexical_options(params, params.bm25_plan)
+    exact = lexical_options(params, "exact")
 
     def floor(conns: list) -> Call:
         async def call(w: int, q: Query) -> None:
@@ -126,7 +138,7 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
 
         return call
 
-    def legs(mode: Any) -> Callable[[list], Call]:
+    def legs(mode: Any, opts: Any = opts) -> Callable[[list], Call]:
         def make(conns: list) -> Call:
             async def call(w: int, q: Query) -> None:
                 await retrieve(conns[w], q.text, q.vector, mode, opts)
@@ -151,6 +163,7 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
         "floor": floor,
         "dense_leg": legs("dense"),
         "lexical_leg": legs("lexical"),
+        "lexical_exact": legs("lexical", exact),
         "hybrid_sql": legs("hybrid"),
         "search": search_only,
         "embed": embed,
@@ -200,6 +213,37 @@ async def measure_halfvec(url: str, queries: Sequence[Query]) -> dict[str, Any]:
     return await measure_latency(url, queries, {"floor_halfvec": floor})
 
 
+async def lexical_overlap(url: str, queries: Sequence[Query]) -> dict[str, Any]:
+    """Top-10 overlap of the BM25 leg's impact plan with its exact plan; the postings' size."""
+    from retrieval.hybrid import retrieve
+
+    params = search_params(url)
+    impact, exact = lexical_options(params, "impact"), lexical_options(params, "exact")
+    overlaps = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for q in queries:
+            got = [
+                c.passage.chunk_id for c in await retrieve(conn, q.text, None, "lexical", impact)
+            ]
+            want = [
+                c.passage.chunk_id for c in await retrieve(conn, q.text, None, "lexical", exact)
+            ]
+            if want:
+                overlaps.append(len(set(got[:K]) & set(want[:K])) / min(K, len(want)))
+        cur = await conn.execute(
+            "SELECT count(*), pg_total_relation_size('bm25_postings') FROM bm25_postings"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return {
+        "queries": len(overlaps),
+        "overlap_at_10": sum(overlaps) / max(len(overlaps), 1),
+        "prune": params.bm25_prune,
+        "postings": int(row[0]),
+        "postings_mb": round(int(row[1]) / 2**20, 1),
+    }
+
+
 # --- the run ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from core.db import connect
@@ -218,6 +262,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"recall@10 on {args.recall_queries} queries (exact search is a sequential scan)")
         rec = measure_recall(url, queries[: args.recall_queries], params)
         exact = rec.pop("_exact")
+        say(f"BM25 impact plan against the exact plan on {args.recall_queries} queries")
+        lex = asyncio.run(lexical_overlap(url, queries[: args.recall_queries]))
         embedder = load_embedder(EMBED_MODEL)
         say("starting hearth serve-api (loads MiniLM)")
         hearth, base_url = start_hearth(Path(tmp), url, f"http://127.0.0.1:{free_port()}/v1")
@@ -269,6 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load": meta["load"],
         "indexes": meta["indexes"],
         "recall": rec,
+        "lexical": lex,
         "halfvec": halfvec,
         "latency": latency,
         "targets": targets(latency, rec),
@@ -280,7 +327,9 @@ def targets(latency: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     one = latency["1"]
     return {
         "dense_recall_at_10_ge_0.95": rec["hearth_dense_leg"] >= 0.95,
+        "lexical_p95_le_20ms_one_client": one["lexical_leg"]["p95"] <= 20,
         "http_p95_le_50ms_one_client": one["http"]["p95"] <= 50,
+        "http_p95_over_floor_le_1.5": one["http"]["p95/floor"] <= 1.5,
         "search_p95_le_50ms_one_client": one["search"]["p95"] <= 50,
         "http_over_floor_le_1.5": one["http"]["p50/floor"] <= 1.5,
         "search_over_floor_le_1.5": one["search"]["p50/floor"] <= 1.5,
@@ -303,6 +352,8 @@ def render(result: dict[str, Any]) -> str:
         f" computed by the database); table with TOAST {load['table_mb']:,.0f} MB",
         f"{'index':<28} {'build s':>8} {'size MB':>8}  recall@10 (ef_search)",
         f"{'GIN (tsv)':<28} {idx['gin']['seconds']:>8.1f} {idx['gin']['size_mb']:>8.1f}",
+        f"{'BM25 postings index':<28} {idx['postings']['seconds']:>8.1f}"
+        f" {idx['postings']['size_mb']:>8.1f}  (table {idx['postings']['table_mb']:,.0f} MB)",
         f"{'HNSW vector (cosine)':<28} {idx['hnsw_vector']['seconds']:>8.1f}"
         f" {idx['hnsw_vector']['size_mb']:>8.1f}  {rec['hearth_dense_leg']:.3f}"
         f" ({rec['hearth_ef_search']}, Hearth's dense leg); {rec['vector_ef100']:.3f} (100);"
@@ -313,7 +364,11 @@ def render(result: dict[str, Any]) -> str:
             f"{'HNSW halfvec (expression)':<28} {hv['index']['seconds']:>8.1f}"
             f" {hv['index']['size_mb']:>8.1f}  {hv['recall']:.3f} ({rec['hearth_ef_search']})"
         )
+    lex = result["lexical"]
     lines += [
+        f"BM25 postings: {lex['postings']:,} rows, {lex['postings_mb']:,.0f} MB; impact plan"
+        f" (top {lex['prune']:,} postings per query word) against the exact plan: top-10"
+        f" overlap {lex['overlap_at_10']:.3f} on {lex['queries']} queries",
         f"recall: {rec['queries']} held-out queries against exact search (index scans off,"
         f" {rec['exact_ms_per_query']:.0f} ms a query)",
         "",

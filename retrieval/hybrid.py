@@ -1,6 +1,12 @@
-"""The two retrieval legs in one round trip: BM25 over the tsvector (exact, from the per-collection
-statistics the chunk triggers keep, summed over the collections the caller may read) and pgvector
-HNSW cosine, each filtered inside its own SQL."""
+"""The two retrieval legs in one round trip: BM25 (from the per-collection statistics the chunk
+triggers keep, summed over the collections the caller may read) and pgvector HNSW cosine, each
+filtered inside its own SQL.
+
+The BM25 leg has two plans. "impact" (the default) reads the best `prune` postings of each query
+lexeme in each collection in scope (bm25_postings, migration 0011) and scores them exactly; a
+chunk outside every one of those lists is not a candidate. "exact" scores every chunk whose tsvector
+matches any query lexeme (GIN): its cost grows with the corpus. A search filtered by anything but
+collections (path, type, dates, metadata) takes the exact plan, so pruning never empties it."""
 
 from __future__ import annotations
 
@@ -15,14 +21,13 @@ from core.types import Passage
 from .filters import SearchFilter
 
 Mode = Literal["lexical", "dense", "hybrid"]
+LexicalPlan = Literal["impact", "exact"]
 
 # BM25 with IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene's, never negative). N, df and the
 # average length are summed over the collections in the search's access scope only (<SCOPE>: the
 # collections the caller may read; all for an unrestricted search), never over the whole index, so
-# a score says nothing about collections the caller cannot read. Candidates are the chunks
-# matching any query lexeme (GIN); tf comes from the tsvector's positions of the query lexemes,
-# which setweight + ts_filter cut out of each candidate's tsvector.
-_LEXICAL = """
+# a score says nothing about collections the caller cannot read.
+_STATS = """
 q_stats AS (
     SELECT coalesce(sum(s.n), 0)::bigint AS n, coalesce(sum(s.total_len), 0)::bigint AS total_len
     FROM bm25_collection_stats s
@@ -37,7 +42,11 @@ q_terms AS (
                   WHERE bt.lexeme = w.lexeme AND <SCOPE:bt>) AS df
           FROM (SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(text)s)) u) w) t
     CROSS JOIN q_stats s
-),
+)"""
+
+# Exact: candidates are the chunks matching any query lexeme (GIN); tf comes from the tsvector's
+# positions of the query lexemes, which setweight + ts_filter cut out of each candidate's tsvector.
+_EXACT = """
 q AS (
     SELECT bm25_any(array_agg(lexeme)) AS tsq, array_agg(lexeme) AS lexemes,
            max(avgdl) AS avgdl
@@ -57,6 +66,37 @@ lexical AS (
     WHERE <FILTER>
     GROUP BY c.id
     ORDER BY score DESC, c.id
+    LIMIT %(n)s
+)"""
+
+# The same score from the postings: for each query lexeme and each collection in scope that holds
+# it (bm25_collection_terms), the first `prune` postings in rank order (an index-only scan of
+# bm25_postings_top), scored with the scope's idf and average length; the best `n` of the summed
+# scores whose documents pass the filter.
+_IMPACT = """
+lex_hits AS MATERIALIZED (
+    SELECT p.chunk_id, sum(qt.idf * p.tf * (%(k1)s::float8 + 1) / (p.tf + %(k1)s::float8
+               * (1 - %(b)s::float8 + %(b)s::float8 * p.len / greatest(qt.avgdl, 1)))) AS score
+    FROM q_terms qt
+    CROSS JOIN LATERAL (
+        SELECT tc.collection FROM bm25_collection_terms tc
+        WHERE tc.lexeme = qt.lexeme AND <SCOPE:tc> AND <ASKED:tc>
+    ) tc
+    CROSS JOIN LATERAL (
+        SELECT bp.chunk_id, bp.tf, bp.len FROM bm25_postings bp
+        WHERE bp.lexeme = qt.lexeme AND bp.collection = tc.collection
+        ORDER BY bp.rank DESC
+        LIMIT %(prune)s
+    ) p
+    GROUP BY p.chunk_id
+),
+lexical AS (
+    SELECT h.chunk_id AS id, h.score
+    FROM lex_hits h
+    JOIN chunks c ON c.id = h.chunk_id
+    JOIN documents d ON d.id = c.document_id
+    WHERE <FILTER>
+    ORDER BY h.score DESC, h.chunk_id
     LIMIT %(n)s
 )"""
 
@@ -97,6 +137,16 @@ class LegOptions:
     bm25_b: float = 0.4
     ef_search: int = 100
     filter: SearchFilter = field(default_factory=SearchFilter)
+    lexical: LexicalPlan = "impact"
+    prune: int = 1000  # postings read per query lexeme and collection (impact plan)
+
+    def lexical_plan(self) -> LexicalPlan:
+        """The plan the BM25 leg takes: the impact plan only for filters on collections alone
+        (what it prunes by); any other filter could reject every pruned posting."""
+        f = self.filter
+        narrow = f.path_prefixes or f.file_types or f.metadata
+        dated = f.modified_after is not None or f.modified_before is not None
+        return "exact" if narrow or dated else self.lexical
 
 
 @dataclass(frozen=True)
@@ -118,16 +168,24 @@ class Candidate:
 def build_sql(mode: Mode, opts: LegOptions) -> tuple[str, dict[str, Any]]:
     """The statement for `mode` and its parameters other than text, vec."""
     cond, params = opts.filter.render("d")
+    impact = opts.lexical_plan() == "impact"
+    lexical = _STATS + "," + (_IMPACT if impact else _EXACT)
     legs = [
-        _LEXICAL if mode != "dense" else _EMPTY["lexical"],
+        lexical if mode != "dense" else _EMPTY["lexical"],
         _DENSE if mode != "lexical" else _EMPTY["dense"],
     ]
     sql = "WITH " + ",\n".join(legs).replace("<FILTER>", cond) + _SELECT
-    for alias in ("s", "bt"):
+    for alias in ("s", "bt", "tc"):
         in_scope, scope_params = opts.filter.render_scope(alias)
         sql = sql.replace(f"<SCOPE:{alias}>", in_scope)
         params.update(scope_params)
+    asked = "true"
+    if opts.filter.collections is not None:  # the same parameter as render's
+        asked = "tc.collection = ANY(%(f_collections)s::text[])"
+    sql = sql.replace("<ASKED:tc>", asked)
     params.update(n=opts.candidates, k1=opts.bm25_k1, b=opts.bm25_b)
+    if impact and mode != "dense":
+        params["prune"] = opts.prune
     return sql, params
 
 

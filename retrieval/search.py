@@ -15,7 +15,7 @@ from core.types import Passage
 
 from .filters import SearchFilter
 from .fusion import rrf, score_fusion
-from .hybrid import Candidate, LegOptions, Mode, retrieve
+from .hybrid import Candidate, LegOptions, LexicalPlan, Mode, retrieve
 from .passages import RefineOptions, refine
 from .rerank import Reranker
 
@@ -35,6 +35,8 @@ class SearchParams:
     lexical_weight: float = 1.0
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
+    bm25_plan: LexicalPlan = "impact"
+    bm25_prune: int = 1000
     ef_search: int = 100
     rerank_candidates: int = 30
     max_per_document: int = 2
@@ -53,6 +55,8 @@ class SearchParams:
             lexical_weight=settings.lexical_weight,
             bm25_k1=settings.bm25_k1,
             bm25_b=settings.bm25_b,
+            bm25_plan=settings.bm25_plan,
+            bm25_prune=settings.bm25_prune,
             ef_search=settings.hnsw_ef_search,
             rerank_candidates=settings.rerank_candidates,
             max_per_document=settings.max_passages_per_document,
@@ -122,6 +126,8 @@ async def search(
         bm25_b=params.bm25_b,
         ef_search=min(1000, max(params.ef_search, per_leg)),
         filter=params.filter,
+        lexical=params.bm25_plan,
+        prune=params.bm25_prune,
     )
     candidates = await retrieve(conn, query, vector, params.mode, opts)
     ranked = fuse(candidates, params)
