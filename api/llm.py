@@ -374,6 +374,8 @@ class LLMClient:
                 if last:
                     raise _as_llm_error(exc) from exc
                 continue  # nothing reached this backend: the next one may serve it
+            except httpx.ConnectTimeout as exc:  # never reached it: not about the budget
+                raise _as_llm_error(exc) from exc
             except (TimeoutError, httpx.TimeoutException) as exc:
                 raise LLMError(504, deadline.message(), "llm_timeout") from exc
             except httpx.HTTPError as exc:
