@@ -192,21 +192,22 @@ def _ingest_locked(
         # an upload's path is never used again: work queued before its deletion has none to do
         return IngestResult(key, "deleted")
     try:
-        fd = open_confined(path, confinement(path, opts))
-    except SymlinkRefused as exc:
-        return _symlink(conn, key, exc, opts, seen)
-    except (FileNotFoundError, NotADirectoryError, NotRegular):
-        return _gone(conn, key)
-    except OSError as exc:
-        return _record(conn, seen, opts, key, f"cannot read file: {exc.strerror or exc}")
-    try:
-        return _ingest_open(conn, embedder, path, fd, opts, parser, seen)
+        try:
+            fd = open_confined(path, confinement(path, opts))
+        except SymlinkRefused as exc:
+            return _symlink(conn, key, exc, opts, seen)
+        except (FileNotFoundError, NotADirectoryError, NotRegular):
+            return _gone(conn, key)
+        except OSError as exc:
+            return _record(conn, seen, opts, key, f"cannot read file: {exc.strerror or exc}")
+        try:
+            return _ingest_open(conn, embedder, path, fd, opts, parser, seen)
+        finally:
+            os.close(fd)
     except guard.Superseded as exc:
         conn.rollback()
         log.info("%s", exc)
         return IngestResult(key, "superseded")
-    finally:
-        os.close(fd)
 
 
 def _gone(conn: psycopg.Connection, key: str) -> IngestResult:
@@ -240,11 +241,7 @@ def _symlink(
         st: os.stat_result | None = os.lstat(key)
     except OSError:
         st = None
-    try:
-        return _record(conn, seen, opts, key, reason, st=st)
-    except guard.Superseded:
-        conn.rollback()
-        return IngestResult(key, "superseded")
+    return _record(conn, seen, opts, key, reason, st=st)
 
 
 def _record(
