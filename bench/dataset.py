@@ -25,7 +25,8 @@ HALFVEC = "chunks_embedding_halfvec_hnsw"
 POSTINGS = "bm25_postings_top"  # migration 0011's index, as it defines it
 POSTINGS_SQL = (
     f"CREATE INDEX {POSTINGS} ON bm25_postings (lexeme, collection, rank DESC, chunk_id)"
-    " INCLUDE (tf, len)"
+    " INCLUDE (tf, len);"
+    " CREATE INDEX bm25_postings_chunk ON bm25_postings (chunk_id)"
 )
 _DOC_COLUMNS = "id, path, title, mime, status, chunk_count, content_hash, size, mtime, indexed_at"
 _DOC_TYPES = ["bigint", "text", "text", "text", "text", "integer", "text", "bigint", "float8"]
@@ -95,6 +96,7 @@ def load(conn: psycopg.Connection, corpus: SyntheticCorpus) -> dict[str, Any]:
     conn.execute(f"DROP INDEX IF EXISTS {HNSW}")
     conn.execute("DROP INDEX IF EXISTS chunks_tsv")
     conn.execute(f"DROP INDEX IF EXISTS {POSTINGS}")
+    conn.execute("DROP INDEX IF EXISTS bm25_postings_chunk")
     conn.commit()
     start = time.perf_counter()
     now = conn.execute("SELECT now()").fetchone()

@@ -33,7 +33,7 @@ q_stats AS (
     FROM bm25_collection_stats s
     WHERE <SCOPE:s>
 ),
-q_terms AS (
+q_terms AS MATERIALIZED (
     SELECT t.lexeme,
            ln(1 + (s.n - t.df + 0.5)::float8 / (t.df + 0.5)) AS idf,
            s.total_len::float8 / greatest(s.n, 1) AS avgdl
@@ -69,18 +69,18 @@ lexical AS (
     LIMIT %(n)s
 )"""
 
-# The same score from the postings: for each query lexeme and each collection in scope that holds
-# it (bm25_collection_terms), the first `prune` postings in rank order (an index-only scan of
-# bm25_postings_top), scored with the scope's idf and average length; the best `n` of the summed
-# scores whose documents pass the filter.
+# The same score from the postings: for each query lexeme and each collection in scope (a row of
+# bm25_collection_stats, one per collection), the first `prune` postings in rank order (an
+# index-only scan of bm25_postings_top), scored with the scope's idf and average length; the best
+# `n` of the summed scores whose documents pass the filter. q_terms is materialized: inlined, its
+# df lookups ran once per posting read.
 _IMPACT = """
 lex_hits AS MATERIALIZED (
     SELECT p.chunk_id, sum(qt.idf * p.tf * (%(k1)s::float8 + 1) / (p.tf + %(k1)s::float8
                * (1 - %(b)s::float8 + %(b)s::float8 * p.len / greatest(qt.avgdl, 1)))) AS score
     FROM q_terms qt
-    CROSS JOIN LATERAL (
-        SELECT tc.collection FROM bm25_collection_terms tc
-        WHERE tc.lexeme = qt.lexeme AND <SCOPE:tc> AND <ASKED:tc>
+    CROSS JOIN (
+        SELECT tc.collection FROM bm25_collection_stats tc WHERE <SCOPE:tc> AND <ASKED:tc>
     ) tc
     CROSS JOIN LATERAL (
         SELECT bp.chunk_id, bp.tf, bp.len FROM bm25_postings bp

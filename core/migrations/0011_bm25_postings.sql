@@ -27,10 +27,12 @@ CREATE TABLE bm25_postings (
     len        integer NOT NULL    -- the chunk's tsv_len
 );
 
--- Index-only scans read the top N of a (lexeme, collection); deletes find a posting by the same
--- key (its rank is recomputed from the deleted row), so no second index is needed.
+-- Index-only scans read the top N of a (lexeme, collection). Deletes find a chunk's postings by
+-- its id: a join on the first index's whole key let the planner look up by lexeme alone and
+-- filter, which reads every posting of a common word.
 CREATE INDEX bm25_postings_top ON bm25_postings (lexeme, collection, rank DESC, chunk_id)
     INCLUDE (tf, len);
+CREATE INDEX bm25_postings_chunk ON bm25_postings (chunk_id);
 
 CREATE OR REPLACE FUNCTION bm25_chunks_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -50,12 +52,8 @@ BEGIN
     PERFORM bm25_apply_rows(array_agg(r.collection), array_agg(r.tsv), array_agg(r.tsv_len),
                             array_agg(-1))
         FROM old_rows r;
-    DELETE FROM bm25_postings p
-        USING (SELECT u.lexeme, r.collection, bm25_rank(cardinality(u.positions), r.tsv_len)
-                      AS rank, r.id
-               FROM old_rows r, unnest(r.tsv) u) o
-        WHERE p.lexeme = o.lexeme AND p.collection = o.collection AND p.rank = o.rank
-          AND p.chunk_id = o.id;
+    DELETE FROM bm25_postings
+        WHERE chunk_id = ANY((SELECT array_agg(r.id) FROM old_rows r)::bigint[]);
     RETURN NULL;
 END
 $$;
@@ -77,13 +75,9 @@ BEGIN
                           AND o.collection = n.collection AND o.tsv = n.tsv
                           AND o.tsv_len = n.tsv_len)
     ),
-    gone AS (
-        DELETE FROM bm25_postings p
-            USING (SELECT u.lexeme, d.collection,
-                          bm25_rank(cardinality(u.positions), d.tsv_len) AS rank, d.id
-                   FROM d, unnest(d.tsv) u WHERE d.sign < 0) o
-            WHERE p.lexeme = o.lexeme AND p.collection = o.collection AND p.rank = o.rank
-              AND p.chunk_id = o.id
+    gone AS (  -- a changed chunk's old postings, all of them (its id is unchanged or gone)
+        DELETE FROM bm25_postings
+            WHERE chunk_id = ANY((SELECT array_agg(d.id) FROM d WHERE d.sign < 0)::bigint[])
             RETURNING 1
     ),
     added AS (
