@@ -253,17 +253,23 @@ class LLMClient:
         backend.reported, backend.discovered = window, True
 
     async def check_all(self) -> None:
-        """Probe the backends that need it: not those answering requests right now, which
-        shows they are alive (and a single-slot server would make the probe wait)."""
+        """Probe the backends that need it: not those working on requests right now, or that
+        answered one since the last round, which shows they are alive. (A probe would wait for
+        a single-slot server, and llama-cpp-python even cuts the answer short for it.)"""
         now = time.monotonic()
         due = [
             b
             for b in self.backends
             if not (
                 b.healthy
-                and b.discovered
-                and b.last_progress is not None
-                and now - b.last_progress < (self.health_interval_s or 0)
+                and (
+                    self.busy(b)
+                    or (
+                        b.discovered
+                        and b.last_progress is not None
+                        and now - b.last_progress < (self.health_interval_s or 0)
+                    )
+                )
             )
         ]
         await asyncio.gather(*(self.probe(b) for b in due), return_exceptions=True)
@@ -463,7 +469,14 @@ class LLMClient:
                         # from the first token on: the decoding speed, without the prompt's time
                         tokens = (usage_tokens or pieces) - 1
                         self.measure(backend, tokens, time.monotonic() - first)
-                    if not (done or finished):
+                    if done and not finished:
+                        # llama-cpp-python ends an answer so when another request reaches it
+                        raise LLMError(
+                            502,
+                            "the language model backend ended the answer before finishing it "
+                            "([DONE] without a finish_reason)",
+                        )
+                    if not finished:
                         if events:
                             raise LLMError(
                                 502, "the language model backend's stream ended mid-answer"
@@ -498,14 +511,18 @@ class LLMClient:
         body = {**streamed, "stream": False, "max_tokens": 1}
         body.pop("stream_options", None)
         body.pop("max_completion_tokens", None)
-        try:
-            resp = await self.http.post(
-                backend.url + "/chat/completions", json=body, headers=self._headers
-            )
-        except httpx.HTTPError:
+        for _ in range(2):  # the stream's connection, back in the pool, may be one it closes
+            try:
+                resp = await self.http.post(
+                    backend.url + "/chat/completions", json=body, headers=self._headers
+                )
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                continue
+            except httpx.HTTPError:
+                return
+            if resp.status_code >= 400:
+                self._check_response(backend, resp)
             return
-        if resp.status_code >= 400:
-            self._check_response(backend, resp)
 
     def _event(self, backend: Backend, data: str, status: int) -> dict[str, Any]:
         """One streamed chunk. A broken one (e.g. the last line of a stream cut short) is a

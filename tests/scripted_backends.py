@@ -9,7 +9,8 @@ original does where Hearth depends on it:
 - when it refuses a prompt as too long (a prompt of `n_ctx` tokens or more; max_tokens beyond the
   window is shortened, as all of them do), in its own words and status, and how a streamed refusal
   looks (llama-cpp-python: a 200 stream with no event at all);
-- llama-cpp-python's one lock: /v1/models waits while an answer is generated.
+- llama-cpp-python's one lock: /v1/models waits while an answer is generated, and any request
+  waiting for it cuts that answer short (`[DONE]` without a finish_reason).
 
 Tokens are counted the backend's way, unlike Hearth's estimate: a word or a punctuation mark is
 one token (times `token_factor`), plus 4 per message and 3 for the reply header.
@@ -44,6 +45,20 @@ def fixture(flavor: str) -> dict[str, Any]:
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
+class _EmptyStreamThenCrash(Response):
+    """llama-cpp-python's streamed refusal: its ValueError is raised inside the event publisher
+    after the 200 and the SSE headers went out; the stream ends with no event, and then the
+    server (uvicorn, for the exception) closes the connection. (The real one closes it while a
+    request the client sent next on it is being read; `make test-backends` meets that race.)"""
+
+    def __init__(self, recorded: dict[str, Any]) -> None:
+        super().__init__(recorded["body_text"], recorded["status"], media_type="text/event-stream")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+        raise ValueError("Requested tokens exceed context window (scripted llama-cpp-python)")
+
+
 @dataclass
 class Scripted:
     """One backend of kind `flavor` serving a model with a context window of `n_ctx` tokens."""
@@ -69,6 +84,8 @@ class Scripted:
         assert self.flavor in FLAVORS, self.flavor
         self.fx = fixture(self.flavor)
         self._lock: asyncio.Lock | None = None
+        self.waiting = 0  # requests waiting for llama-cpp-python's lock
+        self.interrupted = 0  # answers llama-cpp-python cut short for one of them
 
     # --- counting like the backend -----------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
@@ -101,6 +118,15 @@ class Scripted:
             self._lock = asyncio.Lock()
         return self._lock
 
+    async def acquire(self) -> None:
+        """llama-cpp-python's lock; a request waiting for it interrupts the answer being
+        streamed (its server's default, interrupt_requests=True)."""
+        self.waiting += 1
+        try:
+            await self.lock().acquire()
+        finally:
+            self.waiting -= 1
+
     async def _not_found(self, request: Request) -> Response:
         self._hit(request)
         if self.flavor == "ollama":
@@ -124,8 +150,9 @@ class Scripted:
                 card["meta"]["n_ctx"] = self.n_ctx
         elif self.flavor == "llama_cpp_python":
             card["id"] = self.model
-            async with self.lock():  # every route of llama-cpp-python's server takes it
-                return JSONResponse(body)
+            await self.acquire()  # every route of llama-cpp-python's server takes it
+            self.lock().release()
+            return JSONResponse(body)
         else:
             card["id"] = f"{self.model}:latest" if self.flavor == "ollama" else self.model
         return JSONResponse(body)
@@ -178,7 +205,7 @@ class Scripted:
         n_prompt = self.prompt_tokens(body["messages"])
         max_tokens = int(body.get("max_tokens") or 16)
         if self.flavor == "llama_cpp_python":
-            await self.lock().acquire()
+            await self.acquire()
         try:
             if n_prompt >= self.n_ctx:
                 self.refused += 1
@@ -203,11 +230,7 @@ class Scripted:
     def _refusal(self, n_prompt: int, max_tokens: int, stream: bool) -> Response:
         fx = self.fx
         if self.flavor == "llama_cpp_python" and stream:
-            # the ValueError is raised inside the event publisher after the headers went out
-            refused = fx["stream_context_error"]
-            return Response(
-                refused["body_text"], status_code=refused["status"], media_type="text/event-stream"
-            )
+            return _EmptyStreamThenCrash(fx["stream_context_error"])
         body = copy.deepcopy(fx["context_error"]["body"])
         template = fx.get("context_error_template")
         if self.flavor == "vllm":  # its tokenizer stops at the window + 1: "at least" that many
@@ -261,6 +284,10 @@ class Scripted:
             for i, word in enumerate(words):
                 await asyncio.sleep(self.delay_s)
                 yield chunk({"content": word if i == 0 else " " + word})
+                if held and self.waiting:  # llama_cpp/server/app.py get_event_publisher
+                    self.interrupted += 1
+                    yield "data: [DONE]\n\n"
+                    return
                 if self.fail_mid_stream:
                     yield self.fx["stream_error_event"]
                     return  # llama.cpp ends the stream after its error event, without [DONE]

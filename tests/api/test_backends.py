@@ -134,6 +134,39 @@ def test_a_backend_busy_streaming_an_answer_stays_in_rotation() -> None:
     assert healthy == [True, True]
 
 
+def test_an_answer_the_backend_cuts_short_is_not_taken_for_a_whole_one() -> None:
+    """llama-cpp-python ends the answer it streams with a bare [DONE] when another request
+    arrives (here another client's): the caller gets what was said, then a 502 that says so."""
+
+    async def go(backend: Scripted) -> tuple[str, LLMError | None]:
+        text, error = "", None
+        async with httpx.AsyncClient() as http:
+            llm = client(http, backend)
+
+            async def another_client() -> None:
+                while not backend.requests:
+                    await asyncio.sleep(0.01)
+                async with httpx.AsyncClient() as other:
+                    await other.get(backend.url + "/models", timeout=30)
+
+            meanwhile = asyncio.create_task(another_client())
+            try:
+                async for chunk in llm.stream([{"role": "user", "content": "hi"}]):
+                    for choice in chunk.get("choices") or []:
+                        text += (choice.get("delta") or {}).get("content") or ""
+            except LLMError as exc:
+                error = exc
+            await meanwhile
+        return text, error
+
+    reply = " ".join(f"w{i}" for i in range(40))
+    with serve(Scripted("llama_cpp_python", n_ctx=4096, reply=reply, delay_s=0.1)) as backend:  # type: ignore[arg-type]
+        text, error = asyncio.run(go(backend))
+    assert backend.interrupted == 1
+    assert reply.startswith(text) and text != reply
+    assert error is not None and error.status == 502 and "before finishing" in error.message
+
+
 def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
     async def go(backend: Scripted) -> bool:
         async with httpx.AsyncClient() as http:

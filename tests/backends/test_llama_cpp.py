@@ -89,6 +89,9 @@ def llama_server(n_ctx: int, log: Path) -> Iterator[str]:
         str(n_ctx),
         "--n_threads",
         "2",
+        # a second request waits for the answer in progress instead of cutting it short
+        "--interrupt_requests",
+        "false",
         "--host",
         "127.0.0.1",
         "--port",
