@@ -261,6 +261,13 @@ def run_openwebui(
         )
         assert r.status_code == 200, (r.status_code, r.text, owui.log_tail())
         owui.token = r.json()["token"]
+        # the admin has seen this version's "What's New" (else it covers the chat page)
+        with owui.client() as client:
+            r = client.post(
+                "/api/v1/users/user/settings/update",
+                json={"ui": {"showChangelog": False, "version": "0.12.4"}},
+            )
+            assert r.status_code == 200, (r.status_code, r.text)
         yield owui
     finally:
         proc.terminate()

@@ -159,6 +159,14 @@ def source_names(message: dict[str, Any]) -> list[str]:
     return names
 
 
+def close_whats_new(page: Any) -> None:
+    """An admin's first visit opens "What's New in Open WebUI" over the chat; close it."""
+    dialog = page.get_by_role("dialog").filter(has_text="What's New")
+    if dialog.count() and dialog.first.is_visible():
+        dialog.first.get_by_role("button", name="Close").first.click()
+        dialog.first.wait_for(state="hidden", timeout=10_000)
+
+
 def assert_is_title(title: str, question: str) -> None:
     assert title and title != "New Chat", f"no title was set: {title!r}"
     assert not title.lstrip().startswith("#") and "Task" not in title, title
@@ -248,6 +256,8 @@ def test_chat_page_shows_citation_chips_after_reload(
         # the row under the answer: a toggle "N Sources" (aria-label "Toggle N sources") that
         # opens one chip per source, `#source-<message id>-<n>`, labelled with its name
         aid = api_chat["assistant_id"]
+        expect(page.locator(f"#message-{aid}")).to_be_visible(timeout=120_000)
+        close_whats_new(page)
         toggle = page.locator(f"#message-{aid} button[aria-label^='Toggle']").first
         expect(toggle).to_be_visible(timeout=120_000)
         toggle.click()
@@ -281,11 +291,9 @@ def test_chat_sent_from_the_page_keeps_its_citations_after_reload(
     page.on("request", on_request)
     try:
         page.goto(owui.url + "/", wait_until="domcontentloaded")
-        lets_go = page.get_by_role("button", name="Okay, Let's Go!")
         box = page.locator("#chat-input")
         expect(box).to_be_visible(timeout=120_000)
-        if lets_go.count() and lets_go.first.is_visible():
-            lets_go.first.click()
+        close_whats_new(page)
         before = len(proxy.chats())
         with page.expect_response(
             lambda r: r.url.endswith("/api/chat/completions"), timeout=120_000
@@ -302,6 +310,8 @@ def test_chat_sent_from_the_page_keeps_its_citations_after_reload(
             wait_for_answer(client, chat_id, assistant_id)
         proxy.wait_idle(before + 2, ANSWER_TIMEOUT_S)
         page.reload(wait_until="domcontentloaded")
+        expect(page.locator(f"#message-{assistant_id}")).to_be_visible(timeout=120_000)
+        close_whats_new(page)
         toggle = page.locator(f"#message-{assistant_id} button[aria-label^='Toggle']").first
         expect(toggle).to_be_visible(timeout=120_000)
         toggle.click()
