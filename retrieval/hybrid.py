@@ -72,8 +72,10 @@ lexical AS (
 # The same score from the postings: for each query lexeme and each collection in scope (a row of
 # bm25_collection_stats, one per collection), the first `prune` postings in rank order (an
 # index-only scan of bm25_postings_top), scored with the scope's idf and average length; the best
-# `n` of the summed scores whose documents pass the filter. q_terms is materialized: inlined, its
-# df lookups ran once per posting read.
+# `n` summed scores, then the filter: the postings were read in scope already (readable and asked
+# collections), so the filter can only drop chunks of a document marked deleted (whose chunks are
+# deleted with the mark); joining every candidate to the wide chunks rows before the LIMIT cost a
+# random heap read each. q_terms is materialized: inlined, its df lookups ran once per posting.
 _IMPACT = """
 lex_hits AS MATERIALIZED (
     SELECT p.chunk_id, sum(qt.idf * p.tf * (%(k1)s::float8 + 1) / (p.tf + %(k1)s::float8
@@ -90,14 +92,15 @@ lex_hits AS MATERIALIZED (
     ) p
     GROUP BY p.chunk_id
 ),
+lex_top AS MATERIALIZED (
+    SELECT h.chunk_id, h.score FROM lex_hits h ORDER BY h.score DESC, h.chunk_id LIMIT %(n)s
+),
 lexical AS (
     SELECT h.chunk_id AS id, h.score
-    FROM lex_hits h
+    FROM lex_top h
     JOIN chunks c ON c.id = h.chunk_id
     JOIN documents d ON d.id = c.document_id
     WHERE <FILTER>
-    ORDER BY h.score DESC, h.chunk_id
-    LIMIT %(n)s
 )"""
 
 # MATERIALIZED keeps the LIMIT next to the index scan; with hnsw.iterative_scan the scan goes on
