@@ -13,14 +13,17 @@ it asks for the title in a separate non-streamed request whose answer must hold
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 
 from .openwebui import OpenWebUI, RecordingProxy, run_openwebui
@@ -322,3 +325,99 @@ def test_chat_sent_from_the_page_keeps_its_citations_after_reload(
         page.screenshot(path=str(ARTIFACTS / "page-chat-reloaded.png"))
         save_exchanges(proxy)
         context.close()
+
+
+# --- the contract the asserts above rest on, against a scripted backend instead of Hearth -------
+
+SCRIPTED_SOURCE = {
+    "source": {"name": DOC, "id": "doc-1"},
+    "document": ["E-4471: the water pressure is below one bar"],
+    "metadata": [{"source": DOC, "name": DOC}],
+}
+
+
+class ScriptedBackend(BaseHTTPRequestHandler):
+    """Answers as a backend Open WebUI can keep citations from: a source event in the stream,
+    `{"title": ...}` JSON for the title task."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        models = [{"id": "hearth", "object": "model", "owned_by": "hearth"}]
+        self._send(json.dumps({"object": "list", "data": models}).encode())
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if not body.get("stream"):
+            prompt = body["messages"][0]["content"]
+            text = '{"title": "Boiler Error Code"}' if "title" in prompt else '{"tags": []}'
+            message = {"role": "assistant", "content": text}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            self._send(json.dumps({"object": "chat.completion", "choices": [choice]}).encode())
+            return
+        chunks = [
+            {
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": "Low pressure [1]."}}
+                ]
+            },
+            {"choices": [], "event": {"type": "source", "data": SCRIPTED_SOURCE}},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        out = b"".join(
+            b"data: " + json.dumps({"object": "chat.completion.chunk", **c}).encode() + b"\n\n"
+            for c in chunks
+        )
+        self._send(out + b"data: [DONE]\n\n", "text/event-stream")
+
+
+def test_openwebui_keeps_source_events_and_json_titles(
+    chromium: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The asserts above can pass: with a backend that sends a source event and a JSON title,
+    the real Open WebUI stores the source on the message, shows its chip after a reload, and
+    titles the chat from the JSON. (If this fails, the harness is wrong, not Hearth.)"""
+    from playwright.sync_api import expect
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), ScriptedBackend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    backend = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        with (
+            run_openwebui(tmp_path_factory.mktemp("owui-scripted"), backend, "k") as owui,
+            owui.client() as client,
+        ):
+            body, _, aid = frontend_payload(hearth_model(client), QUESTION)
+            r = client.post("/api/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            chat_id = r.json()["chat_id"]
+            wait_for_answer(client, chat_id, aid)
+            deadline = time.monotonic() + 120
+            while (chat := client.get(f"/api/v1/chats/{chat_id}").json())["title"] == "New Chat":
+                assert time.monotonic() < deadline, chat
+                time.sleep(0.5)
+            message = chat["chat"]["history"]["messages"][aid]
+            assert any(DOC in n for n in source_names(message)), message
+            assert_is_title(chat["title"], QUESTION)
+            page = chromium.new_page()
+            page.goto(owui.url + "/c/" + chat_id, wait_until="domcontentloaded")
+            page.reload(wait_until="domcontentloaded")
+            expect(page.locator(f"#message-{aid}")).to_be_visible(timeout=120_000)
+            close_whats_new(page)
+            page.locator(f"#message-{aid} button[aria-label^='Toggle']").first.click()
+            chip = page.locator(f"[id^='source-{aid}-']").filter(has_text=DOC)
+            expect(chip.first).to_be_visible(timeout=30_000)
+            page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
