@@ -100,9 +100,9 @@ def hearth_model(client: httpx.Client) -> dict[str, Any]:
 
 def frontend_payload(model: dict[str, Any], question: str) -> tuple[dict[str, Any], str, str]:
     """The body Open WebUI 0.12.4's chat page posts to /api/chat/completions for the first
-    message of a new chat (read from its built frontend, and checked against the page's own
-    request in the browser test): `parent_id: null` and no `chat_id` make the server create the
-    chat; `id` is the assistant message's; with a `session_id` the answer is produced in the
+    message of a new chat, as recorded from the page in Chromium (no `messages`: the server
+    builds them from `user_message`): `parent_id: null` and no `chat_id` make the server create
+    the chat; `id` is the assistant message's; with a `session_id` the answer is produced in the
     background and saved to the chat as it streams."""
     user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
     now = int(time.time())
@@ -118,15 +118,22 @@ def frontend_payload(model: dict[str, Any], question: str) -> tuple[dict[str, An
     body = {
         "stream": True,
         "model": model["id"],
-        "messages": [{"id": user_id, "role": "user", "content": question}],
         "params": {"model_controls": {}},
         "tool_ids": [],
         "tool_servers": [],
-        "features": {"voice": False, "image_generation": False, "code_interpreter": False},
+        "features": {
+            "voice": False,
+            "image_generation": False,
+            "code_interpreter": False,
+            "web_search": False,
+            "memory": True,
+        },
         "variables": {"{{USER_NAME}}": "User", "{{USER_LANGUAGE}}": "en-US"},
+        "chat_variables": {},
         "model_item": model,
         "session_id": "e2e-" + uuid.uuid4().hex[:12],
         "id": assistant_id,
+        "message_ids": [{"model_id": model["id"], "message_id": assistant_id, "modelIdx": 0}],
         "parent_id": None,
         "user_message": user_message,
         "background_tasks": {
