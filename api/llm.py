@@ -73,6 +73,8 @@ class Backend:
     discovered: bool = False
     in_flight: int = 0  # chat requests sent and not yet finished
     last_progress: float | None = None  # when a chat request last got bytes (or was sent)
+    quiet_until: float = 0.0  # a non-streamed answer in flight may send nothing until then
+    gone: bool = False  # it was out of rotation for refusing connections (maybe restarted)
     tokens_per_s: float | None = None  # generation speed: EWMA over real completions
     models: list[dict[str, Any]] = field(default_factory=list)  # its last model list
     probing: asyncio.Future[list[dict[str, Any]]] | None = field(default=None, repr=False)
@@ -86,17 +88,20 @@ class Backend:
         known = [n for n in (reported, fallback) if n]
         return min(known) if known else None
 
-    def mark_down(self, why: str) -> None:
+    def mark_down(self, why: str, *, gone: bool = False) -> None:
+        """Out of rotation; `gone`: it refused the connection (the process may be restarted,
+        perhaps with another window)."""
         if self.healthy:
             log.warning("LLM backend %s taken out of rotation: %s", self.url, why)
         self.healthy, self.down_since = False, self.down_since or time.monotonic()
+        self.gone = self.gone or gone
 
     def mark_up(self) -> None:
         if not self.healthy:
             log.info("LLM backend %s is back in rotation", self.url)
-            # it may have been restarted with another window: ask again
+        if self.gone:  # a new process, maybe with another window: ask again
             self.discovered, self.learnt = False, None
-            self.ratio, self.calibrated = 1.0, False
+            self.ratio, self.calibrated, self.gone = 1.0, False, False
         self.healthy, self.down_since = True, None
 
 
@@ -188,9 +193,12 @@ class LLMClient:
 
     # --- health --------------------------------------------------------------------------------
     def busy(self, backend: Backend) -> bool:
-        """Working on a request that has not stalled: alive, whatever a probe says."""
-        last = backend.last_progress
-        return backend.in_flight > 0 and last is not None and time.monotonic() - last < self.stall_s
+        """Working on a request that has not stalled (a stream sent bytes within its read
+        timeout, a non-streamed answer is within its deadline): alive, whatever a probe says."""
+        last, now = backend.last_progress, time.monotonic()
+        if backend.in_flight <= 0 or last is None:
+            return False
+        return now - last < self.stall_s or now < backend.quiet_until
 
     async def probe(self, backend: Backend) -> list[dict[str, Any]]:
         """GET /models on one backend; marks it up or down, and the first time (or after it
@@ -217,7 +225,8 @@ class LLMClient:
             backend.mark_down(f"{type(exc).__name__}: {exc}")
             raise _as_llm_error(exc) from exc
         except (httpx.HTTPError, LLMError, ValueError, AttributeError) as exc:
-            backend.mark_down(f"{type(exc).__name__}: {exc}")
+            gone = isinstance(exc, httpx.ConnectError)
+            backend.mark_down(f"{type(exc).__name__}: {exc}", gone=gone)
             raise _as_llm_error(exc) from exc
         backend.mark_up()
         backend.models = data
@@ -366,6 +375,7 @@ class LLMClient:
             deadline = self.deadline(backend, budget)
             backend.in_flight += 1
             self._progress(backend)
+            backend.quiet_until = max(backend.quiet_until, time.monotonic() + deadline.seconds)
             started = time.monotonic()
             try:
                 async with asyncio.timeout(deadline.seconds):
@@ -376,7 +386,7 @@ class LLMClient:
                         timeout=httpx.Timeout(deadline.seconds, connect=5.0),
                     )
             except httpx.ConnectError as exc:
-                backend.mark_down(str(exc))
+                backend.mark_down(str(exc), gone=True)
                 if last:
                     raise _as_llm_error(exc) from exc
                 continue  # nothing reached this backend: the next one may serve it
@@ -489,7 +499,7 @@ class LLMClient:
                         )
                     return
             except httpx.ConnectError as exc:
-                backend.mark_down(str(exc))
+                backend.mark_down(str(exc), gone=True)
                 if last or sent:
                     raise _as_llm_error(exc) from exc
             except httpx.TimeoutException as exc:

@@ -68,6 +68,7 @@ class Scripted:
     model: str = "smollm2"
     reply: str = "The boiler error code E-4471 means the pressure sensor failed."
     delay_s: float = 0.0  # between streamed words
+    complete_delay_s: float = 0.0  # a non-streamed answer takes this long (holding its lock)
     token_factor: float = 1.0
     older: bool = False  # llama.cpp: a /v1/models without meta.n_ctx (releases before it)
     num_ctx_in_modelfile: bool = True  # Ollama: the model's Modelfile sets num_ctx
@@ -218,6 +219,7 @@ class Scripted:
                 return StreamingResponse(
                     self._stream(text, body, n_prompt, held), media_type="text/event-stream"
                 )
+            await asyncio.sleep(self.complete_delay_s)  # generating, silent until done
             self.answered += 1
             if self.flavor in ("ollama", "lmstudio"):
                 self.loaded = True

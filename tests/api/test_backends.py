@@ -167,6 +167,33 @@ def test_an_answer_the_backend_cuts_short_is_not_taken_for_a_whole_one() -> None
     assert error is not None and error.status == 502 and "before finishing" in error.message
 
 
+def test_a_long_unstreamed_answer_keeps_its_backend_in_rotation_and_its_window() -> None:
+    """A non-streamed answer sends nothing until it is done, for longer than a stream may be
+    silent (here 1 s): within its deadline the backend is busy, not dead, and what Hearth
+    learnt of it (its window) stays."""
+
+    async def go(backend: Scripted) -> tuple[list[bool], int | None]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as http:
+            llm = client(http, backend, probe_timeout_s=0.5)
+            llm.learn(llm.backends[0], 512)  # as from a refusal
+            answer = asyncio.create_task(
+                llm.complete([{"role": "user", "content": "hi"}], max_tokens=16)
+            )
+            seen = []
+            while not answer.done():
+                await llm.check_all()
+                seen.append(llm.backends[0].healthy)
+                await asyncio.sleep(0.05)
+            await answer
+            return seen, llm.max_model_len
+
+    slow = Scripted("llama_cpp_python", n_ctx=4096, complete_delay_s=3)
+    with serve(slow) as backend:  # type: ignore[arg-type]
+        seen, window = asyncio.run(go(backend))
+    assert seen and all(seen), seen
+    assert window == 512
+
+
 def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
     async def go(backend: Scripted) -> bool:
         async with httpx.AsyncClient() as http:
