@@ -210,7 +210,7 @@ def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
     [
         (fixture("vllm")["context_error"]["body"], (4096, 4097)),
         ({"error": {"message": fixture("vllm")["older_context_errors"][0]}}, (4096, 4711)),
-        (fixture("llama_cpp_python")["context_error"]["body"], (512, 535)),
+        (fixture("llama_cpp_python")["context_error"]["body"], (512, 1231)),
         (fixture("llama_cpp_server")["context_error"]["body"], (512, 600)),
         (fixture("lmstudio")["context_error"]["body"], (512, 600)),
         (fixture("ollama")["context_error"]["body"], (None, None)),
