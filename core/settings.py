@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     # BM25 leg: "impact" reads the best BM25_PRUNE postings per query word and collection
     # (bm25_postings); "exact" scores every chunk holding a query word (slow at scale)
     bm25_plan: Literal["impact", "exact"] = "impact"
-    bm25_prune: int = Field(default=1000, ge=1, le=1_000_000)
+    bm25_prune: int = Field(default=3000, ge=1, le=1_000_000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     rerank_model: str | None = None  # a local cross-encoder folder; unset: no reranking
     rerank_candidates: int = Field(default=30, ge=1, le=1000)

@@ -36,7 +36,7 @@ class SearchParams:
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
     bm25_plan: LexicalPlan = "impact"
-    bm25_prune: int = 1000
+    bm25_prune: int = 3000
     ef_search: int = 100
     rerank_candidates: int = 30
     max_per_document: int = 2

@@ -139,6 +139,6 @@ def test_filters_beyond_collections_take_the_exact_plan(
     hits = lexical(pg_url, "valve", bm25_prune=1, filter=narrow)
     assert len(hits) == 1  # pruning to one posting would have found the corpus's best instead
     sql, params = build_sql("hybrid", LegOptions(filter=SearchFilter(readable=("a",))))
-    assert "bm25_postings" in sql and params["prune"] == 1000
+    assert "bm25_postings" in sql and params["prune"] == 3000
     sql, params = build_sql("dense", LegOptions())
     assert "bm25_postings" not in sql and "prune" not in params
