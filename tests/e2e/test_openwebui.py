@@ -29,7 +29,7 @@ from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 from .openwebui import OpenWebUI, RecordingProxy, run_openwebui
 from .stack import REPO, Stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.openwebui]
 
 DOC = "owui-boiler.md"
 NOTES = """# Boiler notes
