@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -29,7 +28,7 @@ from api.app import create_app
 from api.store import accounts
 from core.settings import get_settings
 from retrieval import index
-from tests.conftest import free_port
+from tests.conftest import serve_app
 from tests.factories import HashEmbedder, make_document
 from tests.mock_llm import serve
 from tests.scripted_backends import Scripted
@@ -200,21 +199,8 @@ def test_a_backend_error_mid_stream_reaches_the_client_in_its_words(
 @contextmanager
 def api(app_settings: Any) -> Iterator[str]:
     """The real app on a real socket, so that a stream and /ready run at the same time."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app_settings, embedder=EMB), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(create_app(app_settings, embedder=EMB)) as url:
+        yield url
 
 
 def test_a_busy_single_slot_backend_stays_ready_and_in_rotation(

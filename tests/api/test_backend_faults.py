@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionChunk
 
@@ -39,7 +38,7 @@ from api.llm import LLMClient, LLMError
 from api.store import accounts
 from core.settings import get_settings
 from retrieval import index
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 from tests.factories import HashEmbedder, make_document
 from tests.mock_llm import MockLLM, serve
 
@@ -125,21 +124,8 @@ def api(pg_url: str, llm_url: str, **settings: Any) -> Iterator[str]:
         relevance_threshold=0.05,
         **settings,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(s, embedder=EMB), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(create_app(s, embedder=EMB)) as url:
+        yield url
 
 
 def data_of(line: str) -> Any:

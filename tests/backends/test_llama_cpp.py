@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -36,7 +35,7 @@ from api.store import accounts
 from core.embedder import Embedder
 from core.settings import get_settings
 from retrieval import index
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 from tests.factories import make_document
 from tests.scripted_backends import fixture
 
@@ -221,21 +220,8 @@ def test_a_prompt_that_overflows_n_ctx_512_is_answered_after_the_retry(
 
 @contextmanager
 def api(app_settings_: Any, embedder: Embedder) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app_settings_, embedder=embedder), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(create_app(app_settings_, embedder=embedder), start_timeout_s=60) as url:
+        yield url
 
 
 def test_a_busy_server_stays_ready_and_in_rotation(
