@@ -143,7 +143,7 @@ async def ground(state: AppState, turn: Turn) -> None:
     turn.window = window = min(window, turn.window or window)  # lower on a retry (api.window)
     asked = turn.request.max_completion_tokens or turn.request.max_tokens
     if turn.task:
-        asked = task_budget(asked)
+        asked = task_budget(asked, s.llm_max_tokens)
     max_tokens = answer_budget(asked, s.llm_max_tokens, window)
     counter = await asyncio.to_thread(load_counter, s.tokenizer_file)
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}

@@ -32,6 +32,9 @@ def is_task(req: ChatRequest) -> bool:
     return text[:80].lower().startswith(_OPENERS) and "<context>" not in text
 
 
-def task_budget(asked: int | None) -> int:
-    """What a task may spend on its answer: what the client asked, at most TASK_MAX_TOKENS."""
-    return min(asked, TASK_MAX_TOKENS) if asked else TASK_MAX_TOKENS
+def task_budget(asked: int | None, default: int = TASK_MAX_TOKENS) -> int:
+    """What a task may spend on its answer: what the client asked, at most TASK_MAX_TOKENS and
+    at most `default` (LLM_MAX_TOKENS: a server told to answer briefly, as on a slow CPU
+    backend, keeps a front-end's titles and tags brief too)."""
+    cap = min(TASK_MAX_TOKENS, default)
+    return min(asked, cap) if asked else cap

@@ -1,6 +1,6 @@
 """The benchmark suite as one command: `hearth bench [ingest|search|rag|chat|llm|all]
 [--scale N] [--quick] [--litellm] [--no-llm] [--data-dir DIR] [--json OUT]` (or
-`python -m bench.cli ...`).
+`python -m bench ...`).
 
   ingest  bench.ingest: pipeline chunks/s against bare embedding, per embedding backend
   search  bench.search_scale: /v1/search and search() against the bare HNSW query, recall@10
@@ -43,13 +43,14 @@ QUICK = {
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("which", nargs="?", default="all", choices=(*BENCHES, "all"))
+    ap.add_argument("which", nargs="?", default="all", choices=(*BENCHES, "all", "soak"))
     ap.add_argument("--scale", type=int, help="chunks for search and rag (default 100,000)")
     ap.add_argument("--quick", action="store_true", help="smoke-sized: minutes, not figures")
     ap.add_argument("--litellm", action="store_true", help="chat: install LiteLLM if missing")
     ap.add_argument("--no-llm", action="store_true", help="all: leave out the CPU LLM bench")
     ap.add_argument("--json", type=Path, help="a file (one benchmark) or a folder (all)")
     ap.add_argument("--data-dir", type=Path, help="search and rag datasets (default .cache/bench)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="soak: minutes of load")
 
 
 def bench_argv(
@@ -127,7 +128,7 @@ def run(
         try:
             code = _module(name)(argv)
         except ModuleNotFoundError as exc:  # one line on what to install, not a traceback
-            from api.cli.main import missing_module
+            from cli.main import missing_module
 
             say(f"{name}: {missing_module(exc)}")
             code = 1
@@ -144,13 +145,18 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="hearth bench", description=__doc__.split("\n")[0])
     add_arguments(ap)
     return run_args(ap.parse_args(argv))
 
 
 def run_args(args: argparse.Namespace) -> int:
-    """`run` with the arguments `add_arguments` parsed (here or by `hearth bench`)."""
+    """`run` with the arguments `add_arguments` parsed; soak is never part of `all`."""
+    if args.which == "soak":  # bench.soak: the real stack under mixed load for a long while
+        from . import soak
+
+        out = ["--json", str(args.json)] if args.json else []
+        return soak.main(["--minutes", str(args.minutes), *out])
     return run(
         args.which,
         scale=args.scale,

@@ -4,7 +4,7 @@ directly and through Hearth, in one run, for the record.
     python -m bench.e2e_llm [--requests 10] [--max-tokens 64] [--concurrency 1] [--no-rag]
                             [--model-dir DIR] [--if-available] [--json OUT]
 
-vLLM is started as Hearth starts it (api.cli.llm_server.LocalLLMServer, from .venv-vllm, on the
+vLLM is started as Hearth starts it (cli.llm_server.LocalLLMServer, from .venv-vllm, on the
 converted model in --model-dir, default HEARTH_TEST_LLM_DIR or .cache/smollm2); `hearth serve-api`
 runs in front of it with an embedded PostgreSQL. Requests alternate between the targets (greedy,
 same messages, same max_tokens, so both generate the same tokens): direct to vLLM, Hearth in
@@ -186,7 +186,7 @@ def add_ratios(rows: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from api.cli.llm_server import LocalLLMServer
+    from cli.llm_server import LocalLLMServer
     from core.settings import Settings
 
     python = Settings(_env_file=None).vllm_python_path  # type: ignore[call-arg]

@@ -204,7 +204,7 @@ def start_hearth(
         **SERVER_ENV,
         **extra_env,
     )
-    argv = [sys.executable, "-m", "api.cli.main", "serve-api"]
+    argv = [sys.executable, "-m", "cli.main", "serve-api"]
     child = Child("hearth serve-api", argv, env, workdir / "hearth-api.log")
     child.wait_http(f"http://127.0.0.1:{port}/health", timeout_s=180)
     return child, f"http://127.0.0.1:{port}"
@@ -213,7 +213,7 @@ def start_hearth(
 @contextlib.contextmanager
 def embedded_database(data_dir: Path) -> Iterator[str]:
     """An embedded PostgreSQL in `data_dir`, migrated for the packaged MiniLM (dim 384)."""
-    from api.cli.embedded import EmbeddedPostgres
+    from core.embedded import EmbeddedPostgres
     from core.migrate import migrate
 
     server = EmbeddedPostgres(data_dir)

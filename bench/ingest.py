@@ -212,8 +212,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from api.cli.embedded import EmbeddedPostgres
     from core.db import connect
+    from core.embedded import EmbeddedPostgres
     from core.embedder import embedding_dim
     from core.migrate import migrate
     from core.offline import go_offline

@@ -50,7 +50,7 @@ class Probe:
     def __init__(self, stack: UpStack) -> None:
         import psycopg
 
-        from api.cli.embedded import EmbeddedPostgres
+        from core.embedded import EmbeddedPostgres
 
         self.stack = stack
         self._pg = EmbeddedPostgres(stack.pg_dir)  # attaches to the running server

@@ -75,7 +75,7 @@ def start_up(
     )
     log = data_dir.parent / "hearth-up.log"
     say(f"starting hearth up in {data_dir} (log {log})")
-    child = Child("hearth up", [sys.executable, "-m", "api.cli.main", "up"], env, log)
+    child = Child("hearth up", [sys.executable, "-m", "cli.main", "up"], env, log)
     stack = UpStack(child, f"http://127.0.0.1:{port}", "", data_dir)
     deadline = time.monotonic() + timeout_s
     while "Hearth is up." not in (text := child.tail(1_000_000)):

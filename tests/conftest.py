@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
-from api.cli.embedded import EmbeddedPostgres
 from core.db import connect
+from core.embedded import EmbeddedPostgres
 from core.migrate import migrate
 from core.offline import go_offline
 
@@ -96,7 +96,7 @@ def run_hearth(
 ) -> subprocess.CompletedProcess[str]:
     """`hearth ARGS...` as a child process with `env`, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,7 @@
-"""Imports flow one way: core <- retrieval <- ingest <- workers <- api (ARCHITECTURE.md)."""
+"""Imports flow one way: core <- retrieval <- ingest <- workers <- api <- cli <- bench.
+
+api is HTTP and the chat turn; cli the command line and process supervision (`hearth up`);
+bench the benchmarks, which drive both. tests may import anything."""
 
 from __future__ import annotations
 
@@ -8,15 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["core", "retrieval", "ingest", "workers", "api"]
+ORDER = ["core", "retrieval", "ingest", "workers", "api", "cli", "bench"]
 FRAMEWORKS = {"fastapi", "starlette", "uvicorn", "celery", "kombu"}
-# frameworks each room may import (api is the composition root)
+# frameworks each room may import (api is the composition root; cli and bench start its servers)
 ALLOWED_FRAMEWORKS = {
     "core": set(),
     "retrieval": set(),
     "ingest": set(),
     "workers": {"celery", "kombu"},
     "api": FRAMEWORKS,
+    "cli": FRAMEWORKS,
+    "bench": FRAMEWORKS,
 }
 
 
@@ -63,6 +68,9 @@ def test_rooms_import_only_downstream() -> None:
             "retrieval/bad.py imports framework celery",
         ),
         ("core", "from workers import tasks", "core/bad.py imports workers"),
+        ("api", "from cli.up import main", "api/bad.py imports cli"),
+        ("cli", "from bench import cli", "cli/bad.py imports bench"),
+        ("core", "from core.embedded import x\nimport bench.harness", "core/bad.py imports bench"),
     ],
 )
 def test_checker_catches_a_wrong_import(

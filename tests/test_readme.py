@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from api.cli.main import build_parser
+from cli.main import build_parser
 from core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.store import accounts
 from core.db import connect
+from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from retrieval import index
 from tests.factories import HashEmbedder, make_document

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.store import accounts
+from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from retrieval import index
 from tests.factories import HashEmbedder, make_document

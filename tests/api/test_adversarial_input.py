@@ -24,10 +24,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.rewrite import REWRITE_INSTRUCTIONS
 from api.store import accounts
 from api.tokenizer import TokenCounter
+from core.embedded import EmbeddedRedis
 from core.embedder import Embedder
 from core.settings import get_settings
 from retrieval import index

@@ -18,8 +18,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.store import accounts
+from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from tests.conftest import free_port
 from tests.factories import HashEmbedder

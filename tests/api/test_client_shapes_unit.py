@@ -92,6 +92,8 @@ def test_task_prompts_are_recognised() -> None:
     rag = "### Task:\nRespond to the user query using the provided context, incorporating"
     assert not is_task(req(rag + '\n<context>\n<source id="1">x</source>\n</context>\nq?'))
     assert (task_budget(None), task_budget(1000), task_budget(40)) == (256, 256, 40)
+    # a server told to answer briefly (LLM_MAX_TOKENS) keeps tasks as brief
+    assert (task_budget(None, 64), task_budget(1000, 64), task_budget(40, 64)) == (64, 64, 40)
 
 
 def test_a_rewrite_that_copies_an_answer_is_an_echo() -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.cli.main import main
-from api.evaluation import beir
-from api.evaluation.cache import CachedEmbedder
-from api.evaluation.metrics import evaluate, mrr_at, ndcg_at, recall_at
-from api.evaluation.runner import MODES, format_table, run_eval
+from cli.evaluation import beir
+from cli.evaluation.cache import CachedEmbedder
+from cli.evaluation.metrics import evaluate, mrr_at, ndcg_at, recall_at
+from cli.evaluation.runner import MODES, format_table, run_eval
+from cli.main import main
 from core.settings import get_settings
 from tests.factories import HashEmbedder
 

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedPostgres
 from api.store import accounts
 from core.db import connect
+from core.embedded import EmbeddedPostgres
 from core.migrate import migrate
 from core.settings import get_settings
 from tests.conftest import free_port

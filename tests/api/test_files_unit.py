@@ -15,10 +15,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
-from api.cli.main import main
 from api.store import accounts
 from api.uploads import MAX_NAME_BYTES, sanitize_filename
+from cli.main import main
+from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from retrieval import index
 from tests.factories import HashEmbedder, make_document

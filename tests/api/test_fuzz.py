@@ -19,9 +19,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.store import accounts
 from core.db import connect
+from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from retrieval import index
 from tests.conftest import free_port

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
 from api.routes import health
 from api.store import accounts
+from core.embedded import EmbeddedRedis
 from core.migrate import Migration
 from core.settings import get_settings
 from retrieval import index

@@ -30,8 +30,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.llm_convert import default_gguf_path
 from api.store import accounts
+from cli.llm_convert import default_gguf_path
 from core.embedder import Embedder
 from core.settings import get_settings
 from retrieval import index

@@ -22,7 +22,7 @@ from tests.bench.test_search_scale import SEARCH_PRINTS, check_search
 
 def _hearth() -> list[str]:
     script = Path(sys.executable).parent / "hearth"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api.cli.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
 @pytest.mark.slow

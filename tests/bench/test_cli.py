@@ -2,25 +2,62 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from api.cli.main import build_parser
 from bench import cli
+from cli.bench import bench_command
+from cli.main import parse_args
 
 
-def test_hearth_bench_parses_its_arguments() -> None:
-    args = build_parser().parse_args(["bench", "search", "--scale", "1000", "--json", "o.json"])
+def test_hearth_bench_hands_its_arguments_to_the_bench_package() -> None:
+    args = parse_args(["bench", "search", "--scale", "1000", "--json", "o.json"])
+    assert bench_command(args.args)[1:] == [
+        "-m",
+        "bench",
+        "search",
+        "--scale",
+        "1000",
+        "--json",
+        "o.json",
+    ]
+    assert parse_args(["bench"]).args == []
+    assert parse_args(["bench", "--help"]).args == ["--help"]
+
+
+def test_bench_parses_its_arguments() -> None:
+    ap = argparse.ArgumentParser()
+    cli.add_arguments(ap)
+    args = ap.parse_args(["search", "--scale", "1000", "--json", "o.json"])
     assert (args.which, args.scale, args.quick) == ("search", 1000, False)
     assert args.json == Path("o.json")
-    assert build_parser().parse_args(["bench"]).which == "all"
-    args = build_parser().parse_args(["bench", "all", "--quick", "--litellm", "--no-llm"])
+    assert ap.parse_args([]).which == "all"
+    args = ap.parse_args(["all", "--quick", "--litellm", "--no-llm"])
     assert (args.which, args.quick, args.litellm, args.no_llm) == ("all", True, True, True)
-    assert build_parser().parse_args(["bench", "llm"]).which == "llm"
+    assert ap.parse_args(["soak", "--minutes", "2"]).minutes == 2.0
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "nonsense"])
+        ap.parse_args(["nonsense"])
+
+
+def test_hearth_bench_runs_the_installed_bench_package_from_anywhere(tmp_path: Path) -> None:
+    """No path trick: `hearth bench --help` works from a directory that is not the checkout."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "bench", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage: hearth bench" in out.stdout
+    assert "soak" in out.stdout
 
 
 def test_all_runs_every_benchmark_into_its_own_file_and_reports_failures(

@@ -68,8 +68,8 @@ def fake_postmaster(tmp_path: Path) -> Iterator[Path]:
     a postmaster.pid naming a third process, as PostgreSQL's own file does."""
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     procs = [
-        subprocess.Popen([*sleeper, "-m", "api.cli.main", "serve-api"]),
-        subprocess.Popen([*sleeper, "-m", "api.cli.main", "watch"]),
+        subprocess.Popen([*sleeper, "-m", "cli.main", "serve-api"]),
+        subprocess.Popen([*sleeper, "-m", "cli.main", "watch"]),
         subprocess.Popen([*sleeper, "postgres"]),
     ]
     pg = tmp_path / "postgres"
@@ -139,14 +139,10 @@ def test_a_one_minute_soak_on_the_real_stack(
 
 
 def test_hearth_bench_soak_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.cli import bench as command
-    from api.cli.main import build_parser
-    from bench import soak
-    from core.settings import get_settings
+    from bench import cli, soak
 
     calls: list[list[str]] = []
     monkeypatch.setattr(soak, "main", lambda argv: calls.append(list(argv)) or 0)
-    args = build_parser().parse_args(["bench", "soak", "--minutes", "3", "--json", "o.json"])
-    assert command.run_bench(args, get_settings()) == 0
+    assert cli.main(["soak", "--minutes", "3", "--json", "o.json"]) == 0
     assert calls == [["--minutes", "3.0", "--json", "o.json"]]
     assert soak.parse_args(calls[0]).minutes == 3.0

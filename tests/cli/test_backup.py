@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector_async
 
-from api.cli.backup import pg_tool, redact_url
-from api.cli.embedded import EmbeddedPostgres
 from api.store import accounts
+from cli.backup import pg_tool, redact_url
 from core.db import connect
+from core.embedded import EmbeddedPostgres
 from core.migrate import migrate
 from core.offline import go_offline
 from retrieval.index import replace_chunks

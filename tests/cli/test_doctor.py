@@ -15,9 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from api.cli import doctor
-from api.cli.embedded import EmbeddedRedis
-from api.cli.llm_convert import COMPLETE_MARKER
+from cli import doctor
+from cli.llm_convert import COMPLETE_MARKER
+from core.embedded import EmbeddedRedis
 from core.migrate import available
 from core.settings import get_settings
 from tests.conftest import HEARTH_ENV_VARS, free_port
@@ -33,7 +33,7 @@ def llm() -> Iterator[MockLLM]:
 def run_doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "doctor", *args],
+        [sys.executable, "-m", "cli.main", "doctor", *args],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -66,7 +66,7 @@ def test_a_healthy_embedded_setup_is_all_ok(tmp_path: Path, llm: MockLLM) -> Non
     try:
         base = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
         migrated = subprocess.run(
-            [sys.executable, "-m", "api.cli.main", "migrate"],
+            [sys.executable, "-m", "cli.main", "migrate"],
             env={**base, **env},
             capture_output=True,
             text=True,

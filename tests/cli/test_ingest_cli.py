@@ -30,7 +30,7 @@ def test_ingest_wait_indexes_and_tables_the_failures(
         [
             sys.executable,
             "-m",
-            "api.cli.main",
+            "cli.main",
             "ingest",
             str(folder),
             "--wait",
@@ -47,7 +47,7 @@ def test_ingest_wait_indexes_and_tables_the_failures(
     assert "2 file(s) indexed or unchanged" in out.stdout
     assert "Failures" in out.stdout and "broken.pdf" in out.stdout and "PDF" in out.stdout
     search = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "search", "where is the boat", "-k", "1"],
+        [sys.executable, "-m", "cli.main", "search", "where is the boat", "-k", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.instance import AlreadyRunning, InstanceLock, instance_processes, stop_processes
-from api.cli.lifeline import INSTANCE_ENV, LIFELINE_ENV, Lifeline, die_with_parent
+from cli.instance import AlreadyRunning, InstanceLock, instance_processes, stop_processes
+from core.lifeline import INSTANCE_ENV, LIFELINE_ENV, Lifeline, die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc")
@@ -66,7 +66,7 @@ def _python(
 
 CHILD = """
     import signal, sys, time
-    from api.cli.lifeline import watch_lifeline
+    from core.lifeline import watch_lifeline
     {on_term}
     print("watching" if watch_lifeline(grace_s=1.0) else "no lifeline", flush=True)
     time.sleep(600)
@@ -129,7 +129,7 @@ def test_die_with_parent_reaches_a_child_when_its_parent_is_killed(procs: list) 
     parent = _python(
         """
         import subprocess, sys
-        from api.cli.lifeline import die_with_parent
+        from core.lifeline import die_with_parent
         child = subprocess.Popen(
             ["sleep", "600"], preexec_fn=die_with_parent(), start_new_session=True
         )
@@ -170,7 +170,7 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path, procs: list) -> None:  # 
         f"""
         import time
         from pathlib import Path
-        from api.cli.instance import InstanceLock
+        from cli.instance import InstanceLock
         InstanceLock.acquire(Path({str(tmp_path)!r}), 8123)
         print("locked", flush=True)
         time.sleep(600)

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.cli.llm_convert import COMPLETE_MARKER, LLMServerError, is_prepared, prepare_model
-from api.cli.llm_server import LocalLLMServer, from_settings, process_group_alive
 from api.llm import ContextOverflow, LLMClient
+from cli.llm_convert import COMPLETE_MARKER, LLMServerError, is_prepared, prepare_model
+from cli.llm_server import LocalLLMServer, from_settings, process_group_alive
 from core.settings import Settings
 from tests.scripted_backends import fixture
 

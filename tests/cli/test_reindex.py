@@ -57,7 +57,7 @@ def test_reindex_switches_to_another_model_while_search_keeps_answering(
     def start() -> None:
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "api.cli.main", "reindex", "--embed-model", MINILM,
+                [sys.executable, "-m", "cli.main", "reindex", "--embed-model", MINILM,
                  "--batch", "2"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )

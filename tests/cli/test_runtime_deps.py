@@ -124,7 +124,7 @@ def _blocker(tmp_path: Path, extra: frozenset[str] = frozenset()) -> dict[str, s
 
 def _hearth(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env={**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{REPO}"},
         cwd=cwd,
         capture_output=True,

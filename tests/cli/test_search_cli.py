@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 
-from api.cli.main import main
+from cli.main import main
 from retrieval import index
 from tests.factories import make_document
 

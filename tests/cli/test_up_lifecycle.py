@@ -160,7 +160,7 @@ class Up:
         return [
             pid
             for (pid, _), text in data_dir_processes(self.data_dir).items()
-            if "api.cli.reaper" in text
+            if "cli.reaper" in text
         ]
 
 
@@ -187,7 +187,7 @@ def start_up(data_dir: Path, llm_url: str, log: Path, port: int | None = None) -
     env = up_env(data_dir, llm_url, port)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli.main", "up"],
+            [sys.executable, "-m", "cli.main", "up"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -266,7 +266,7 @@ def test_a_second_up_on_the_same_data_dir_refuses(
     before = data_dir_processes(data_dir)
 
     second = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "up"],
+        [sys.executable, "-m", "cli.main", "up"],
         env=up.env,
         cwd=REPO,
         capture_output=True,

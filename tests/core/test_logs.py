@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.embedded import EmbeddedRedis
+from core.embedded import EmbeddedRedis
 from core.logs import JsonFormatter, TextFormatter, current_request_id, request_id_var
 from core.settings import get_settings
 from tests.factories import HashEmbedder

@@ -53,7 +53,7 @@ def test_production_requires_an_external_database(monkeypatch: pytest.MonkeyPatc
 def test_cli_reports_a_bad_setting_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from api.cli.main import main
+    from cli.main import main
 
     monkeypatch.setenv("TOP_K", "0")
     assert main(["status"]) == 2

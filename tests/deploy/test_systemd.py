@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.main import build_parser
+from cli.main import build_parser
 from core.settings import Settings
 from workers.celery_app import INGEST_QUEUE, INTERACTIVE_QUEUE
 

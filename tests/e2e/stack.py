@@ -70,7 +70,7 @@ class Stack:
         """Read the stack's embedded database (attaching to the running server)."""
         import psycopg
 
-        from api.cli.embedded import EmbeddedPostgres
+        from core.embedded import EmbeddedPostgres
 
         pg = EmbeddedPostgres(self.data_dir / "postgres")
         try:
@@ -103,7 +103,7 @@ def start_stack(
     )
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli.main", "up"],
+            [sys.executable, "-m", "cli.main", "up"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -76,7 +76,7 @@ def test_backup_restore_answers_with_the_same_sources(tmp_path: Path) -> None:
     assert restore.returncode == 2 and "--force" in restore.stderr
     env = {**source.env, "HEARTH_DATA_DIR": str(restored_dir)}
     restore = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "restore", str(tmp_path / "backup.tar")],
+        [sys.executable, "-m", "cli.main", "restore", str(tmp_path / "backup.tar")],
         env=env,
         capture_output=True,
         text=True,

@@ -27,7 +27,7 @@ from tests.conftest import free_port
 from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 
 from .openwebui import OpenWebUI, RecordingProxy, run_openwebui
-from .stack import REPO, Stack
+from .stack import REPO, Stack, start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.openwebui]
 
@@ -40,6 +40,22 @@ To fix E-4471, open the blue filling valve until the gauge reads 1.5 bar.
 QUESTION = "What does boiler error code E-4471 mean?"
 ANSWER_TIMEOUT_S = 900
 ARTIFACTS = REPO / "test-artifacts" / "openwebui"
+# The stack under test answers briefly: the CPU model makes ~1 token/s on two busy cores, and
+# Open WebUI asks for an answer, a title, tags and follow-ups per chat (LLM_MAX_TOKENS also caps
+# those task answers, api/tasks.py).
+STACK_ENV = {"LLM_MAX_TOKENS": "96"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's own `hearth up` (not the session's), with a small answer budget."""
+    where = tmp_path_factory.mktemp("owui-stack")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in STACK_ENV.items():
+            mp.setenv(name, value)
+        running = start_stack(where / "data", where / "hearth-up.log")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +78,22 @@ def hearth(stack: Stack) -> Stack:
     stack.watch_dir.mkdir(parents=True, exist_ok=True)
     (stack.watch_dir / DOC).write_text(NOTES)
     stack.wait_for_file(DOC)
+    # as README "Open WebUI as a multi-user front-end": each Open WebUI user becomes a Hearth
+    # user of their own, who reads the watched folder's collection by the household's grant
+    out = stack.hearth("collection", "grant", "default", "--group", "everyone")
+    assert out.returncode == 0, out.stderr
     return stack
+
+
+@pytest.fixture(scope="module")
+def frontend_token(hearth: Stack) -> str:
+    """The key Open WebUI is configured with: a front-end token (`--frontend`), so its
+    X-OpenWebUI-User-* headers name the person each request is for."""
+    out = hearth.hearth("token", "create", "--user", "openwebui", "--frontend")
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[0]
+    assert token.startswith("hearth_"), out.stdout
+    return token
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +104,10 @@ def proxy(hearth: Stack) -> Iterator[RecordingProxy]:
 
 @pytest.fixture(scope="module")
 def owui(
-    hearth: Stack, proxy: RecordingProxy, tmp_path_factory: pytest.TempPathFactory
+    frontend_token: str, proxy: RecordingProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OpenWebUI]:
-    assert hearth.token, "hearth up printed no admin token"
     with run_openwebui(
-        tmp_path_factory.mktemp("openwebui"), proxy.url + "/v1", hearth.token
+        tmp_path_factory.mktemp("openwebui"), proxy.url + "/v1", frontend_token
     ) as running:
         yield running
     save_exchanges(proxy)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.embedded import EmbeddedRedis
+from core.embedded import EmbeddedRedis
 
 WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 
@@ -18,7 +18,7 @@ def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`hearth worker` as a child process, its output appended to `log`."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli.main", "worker"],
+            [sys.executable, "-m", "cli.main", "worker"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

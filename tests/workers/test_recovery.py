@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.migrate import migrate
 from core.settings import get_settings
 from tests.workers.conftest import spawn_worker, stop_workers

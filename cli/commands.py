@@ -11,7 +11,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from api.store import accounts
 from core.db import connect
+from core.embedded import command_database_url, running_redis_url
 from core.embedder import embedder_for, embedding_dim
 from core.logs import setup_logging
 from core.migrate import IndexModelMismatch, migrate
@@ -19,9 +21,7 @@ from core.offline import go_offline
 from core.settings import Settings
 from retrieval import collections
 
-from ..store import accounts
 from . import search as search_cli
-from .embedded import command_database_url, running_redis_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +113,7 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from ..app import create_app
+    from api.app import create_app
 
     setup_logging(fmt=settings.log_format)
     go_offline()

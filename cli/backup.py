@@ -27,9 +27,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
+from core.embedded import command_database_url
 from core.settings import Settings
-
-from .embedded import command_database_url
 
 DUMP, MANIFEST, SETTINGS, UPLOADS = "database.dump", "manifest.json", "settings.json", "uploads"
 FORMAT = 1

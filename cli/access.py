@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 import psycopg
 
+from api.store import access, accounts
+from api.store.requestlog import recent
 from core.db import connect
+from core.embedded import command_database_url
 from core.settings import Settings
-
-from ..store import access, accounts
-from ..store.requestlog import recent
-from .embedded import command_database_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

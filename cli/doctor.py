@@ -19,13 +19,12 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
+from api.backends import Window, discover
+from core.embedded import command_database_url, redis_socket
 from core.embedder import embedder_for, embedding_dim
 from core.migrate import available
 from core.offline import go_offline
 from core.settings import Settings
-
-from ..backends import Window, discover
-from .embedded import command_database_url, redis_socket
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_PGVECTOR = (0, 8)

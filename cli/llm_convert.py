@@ -111,7 +111,7 @@ def _set_default_modes(folder: Path) -> None:
 
 
 def _convert_in_child(gguf: Path, out_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "api.cli.llm_convert", "convert", str(gguf), str(out_dir)]
+    cmd = [sys.executable, "-m", "cli.llm_convert", "convert", str(gguf), str(out_dir)]
     env = {**os.environ, **OFFLINE_ENV}
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -158,7 +158,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-if __name__ == "__main__":  # `python -m api.cli.llm_convert convert GGUF OUT_DIR`
+if __name__ == "__main__":  # `python -m cli.llm_convert convert GGUF OUT_DIR`
     if len(sys.argv) != 4 or sys.argv[1] != "convert":
-        sys.exit("usage: python -m api.cli.llm_convert convert GGUF OUT_DIR")
+        sys.exit("usage: python -m cli.llm_convert convert GGUF OUT_DIR")
     _convert(Path(sys.argv[2]), Path(sys.argv[3]))

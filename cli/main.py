@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from core.lifeline import watch_lifeline
 from core.settings import SettingsError, get_settings
 
 from . import access, backup, bench, commands, docs, doctor, llm, reindex, up
-from .lifeline import watch_lifeline
 
 MODULES = (up, llm, commands, docs, access, bench, backup, doctor, reindex)
 
@@ -22,9 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # handed on whole to `python -m bench`, which owns its options
+        return argparse.Namespace(command="bench", func=bench.run_bench, args=argv[1:])
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     watch_lifeline()  # a child of `hearth up` stops when it is gone, however it went
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         settings = get_settings()
     except SettingsError as exc:

@@ -16,13 +16,13 @@ import numpy as np
 import psycopg
 
 from core.db import connect
+from core.embedded import EmbeddedPostgres
 from core.embedder import Embedder
 from core.migrate import migrate
 from core.settings import Settings
 from retrieval.rerank import EmbedderReranker, Reranker, load_reranker
 from retrieval.search import SearchParams, search
 
-from ..cli.embedded import EmbeddedPostgres
 from .beir import Dataset
 from .cache import CachedEmbedder
 from .corpus import index_dataset
@@ -83,8 +83,8 @@ def api_latency(
     """p50/p95 of POST /v1/search (hybrid, k=10, query embedded per request) in-process."""
     from fastapi.testclient import TestClient
 
-    from ..app import create_app
-    from ..store import accounts
+    from api.app import create_app
+    from api.store import accounts
 
     with connect(url) as conn:
         # an admin reads the benchmark's (ownerless) collection

@@ -7,9 +7,9 @@ Three layers, because no one of them covers every child:
 - The lifeline: a pipe whose only write end the supervisor holds. Every Hearth child gets the
   read end (HEARTH_LIFELINE_FD) and watches it in a thread (`watch_lifeline`): EOF means the
   supervisor is gone, whatever killed it; the child stops as on SIGTERM and exits hard after a
-  grace period. The watchdog (api/cli/reaper.py) reads it too, and stops everything else.
+  grace period. The watchdog (cli/reaper.py) reads it too, and stops everything else.
 - INSTANCE_ENV in the environment of everything `hearth up` starts (inherited by grandchildren
-  and by the Postgres that pg_ctl daemonizes), which is how api/cli/instance.py finds them all.
+  and by the Postgres that pg_ctl daemonizes), which is how cli/instance.py finds them all.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The watchdog `hearth up` starts first: `python -m api.cli.reaper DATA_DIR FD SUPERVISOR_PID`.
+"""The watchdog `hearth up` starts first: `python -m cli.reaper DATA_DIR FD SUPERVISOR_PID`.
 
 It sits in a session of its own (a closed terminal's SIGHUP is not for it), blocked on the read
 end FD of the supervisor's lifeline. When the supervisor stops cleanly it ends the watchdog itself;
 when it dies any other way (kill -9, the OOM killer) the pipe's EOF wakes the watchdog, which stops
-every process of the instance in order (api/cli/instance.py): Postgres daemonized by pg_ctl,
+every process of the instance in order (cli/instance.py): Postgres daemonized by pg_ctl,
 vLLM's engine processes, a worker's parser child, whatever PR_SET_PDEATHSIG did not reach.
 Standard library only, so it starts in a blink and cannot fail to import.
 """
@@ -14,13 +14,14 @@ import signal
 import sys
 from pathlib import Path
 
+from core.lifeline import wait_for_eof
+
 from .instance import instance_processes, say, stop_processes
-from .lifeline import wait_for_eof
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m api.cli.reaper DATA_DIR FD SUPERVISOR_PID", file=sys.stderr)
+        print("usage: python -m cli.reaper DATA_DIR FD SUPERVISOR_PID", file=sys.stderr)
         return 2
     data_dir, fd, supervisor = Path(argv[0]), int(argv[1]), argv[2]
     for sig in (signal.SIGINT, signal.SIGHUP):

@@ -10,12 +10,11 @@ import time
 import psycopg
 
 from core.db import connect
+from core.embedded import command_database_url
 from core.embedder import BACKENDS, embedder_for
 from core.offline import go_offline
 from core.settings import Settings
 from retrieval import reembed
-
-from .embedded import command_database_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -9,10 +9,9 @@ import sys
 
 import psycopg
 
+from core.embedded import database_url
 from core.settings import Settings
 from retrieval.documents import LIVE_STATUSES, PROBLEM_STATUSES, DocumentInfo, list_documents
-
-from .embedded import database_url
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

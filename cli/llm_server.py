@@ -20,9 +20,9 @@ from typing import IO, TYPE_CHECKING
 
 import httpx
 
+from core.lifeline import die_with_parent
 from core.offline import OFFLINE_ENV
 
-from .lifeline import die_with_parent
 from .llm_convert import LLMServerError
 
 if TYPE_CHECKING:

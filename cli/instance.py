@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lifeline import CHILD_GRACE_S, INSTANCE_ENV
+from core.lifeline import CHILD_GRACE_S, INSTANCE_ENV
 
 LOCK_NAME = "hearth-up.lock"
 INFRA_GRACE_S = 4.0  # then Redis (SIGTERM) and Postgres (SIGINT: fast shutdown), the same way

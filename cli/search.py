@@ -1,4 +1,4 @@
-"""`hearth search` (the /v1/search code path) and `hearth eval` (api.evaluation)."""
+"""`hearth search` (the /v1/search code path) and `hearth eval` (cli.evaluation)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import sys
 
+from core.embedded import command_database_url
 from core.embedder import embedder_for
 from core.offline import go_offline
 from core.settings import Settings
 
-from ..evaluation import cli as evaluation
-from .embedded import command_database_url
+from .evaluation import cli as evaluation
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +37,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_search(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
+    from api.errors import APIError
+    from api.search import SearchFilters, SearchRequest, passage_json
+    from api.search import run_search as search
     from core.db import async_pool
-
-    from ..errors import APIError
-    from ..search import SearchFilters, SearchRequest, passage_json
-    from ..search import run_search as search
 
     go_offline()
     try:

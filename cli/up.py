@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from api.store.accounts import ensure_user, issue_token, user_count
 from core.db import connect
+from core.embedded import EmbeddedPostgres, EmbeddedRedis, database_url, redis_socket
+from core.lifeline import CHILD_GRACE_S, INSTANCE_ENV, Lifeline, die_with_parent
 from core.logs import setup_logging
 from core.offline import go_offline
 from core.settings import Settings
 
-from ..store.accounts import ensure_user, issue_token, user_count
 from .commands import migrate_index
-from .embedded import EmbeddedPostgres, EmbeddedRedis, database_url, redis_socket
 from .instance import (
     INFRA_GRACE_S,
     AlreadyRunning,
@@ -32,7 +33,6 @@ from .instance import (
     say,
     stop_processes,
 )
-from .lifeline import CHILD_GRACE_S, INSTANCE_ENV, Lifeline, die_with_parent
 
 if TYPE_CHECKING:
     from .llm_server import LocalLLMServer
@@ -66,8 +66,8 @@ class SupervisorError(RuntimeError):
 class Supervisor:
     """Runs each child in its own session, restarts one that dies, stops them all in order.
 
-    Every child gets PR_SET_PDEATHSIG and the read end of the lifeline (api/cli/lifeline.py), and
-    a watchdog (api/cli/reaper.py) waits on the lifeline for the supervisor's death, so no child
+    Every child gets PR_SET_PDEATHSIG and the read end of the lifeline (core/lifeline.py), and
+    a watchdog (cli/reaper.py) waits on the lifeline for the supervisor's death, so no child
     outlives it however it dies."""
 
     def __init__(self, env: dict[str, str], data_dir: Path) -> None:
@@ -79,14 +79,14 @@ class Supervisor:
         self.reaper: subprocess.Popen[bytes] | None = None
 
     def start_reaper(self) -> None:
-        argv = [sys.executable, "-m", "api.cli.reaper", str(self.data_dir)]
+        argv = [sys.executable, "-m", "cli.reaper", str(self.data_dir)]
         argv += [str(self.lifeline.read_fd), str(os.getpid())]
         self.reaper = subprocess.Popen(
             argv, env=self.env, pass_fds=self.lifeline.pass_fds, start_new_session=True
         )
 
     def start(self, name: str) -> None:
-        argv = [sys.executable, "-m", "api.cli.main", *CHILDREN[name]]
+        argv = [sys.executable, "-m", "cli.main", *CHILDREN[name]]
         self.procs[name] = subprocess.Popen(
             argv,
             env=self.env,
