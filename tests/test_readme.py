@@ -1,5 +1,6 @@
-"""The README's quick start, configuration table and command table are checked against the code,
-so the README cannot rot."""
+"""The README's quick start and command table, and the configuration table of
+docs/configuration.md, are checked against the code, and the links between the README and its
+reference pages against the files, so the documentation cannot rot."""
 
 from __future__ import annotations
 
@@ -12,12 +13,28 @@ from core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+REFERENCE_PAGES = ("configuration.md", "search-quality.md", "benchmarks.md")
 
 
-def section(title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.S | re.M)
-    assert match, f"README has no '## {title}' section"
+def section(title: str, text: str = README) -> str:
+    """The body of the `## title` section of a Markdown text (the README by default)."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^##? |\Z)", text, re.S | re.M)
+    assert match, f"no '## {title}' section"
     return match.group(1)
+
+
+def without_code(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    return {anchor(h) for h in re.findall(r"^#+ (.+)$", without_code(text), re.M)}
 
 
 def quick_start_commands() -> list[str]:
@@ -62,7 +79,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_configuration_table_matches_settings() -> None:
-    table = section("Configuration")
+    table = section("Environment variables", (DOCS / "configuration.md").read_text())
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", table, re.M))
     fields = {name.upper() for name in Settings.model_fields}
     assert documented == fields
@@ -78,3 +95,27 @@ def test_every_documented_command_exists() -> None:
         named |= set(re.findall(r"`([a-z-]+)`", row))  # the supervised processes' row
     assert named - set(subs) == set()
     assert {"up", "ingest", "search", "status", "token", "migrate", "llm"} <= named
+
+
+def test_readme_links_each_reference_page() -> None:
+    for name in REFERENCE_PAGES:
+        assert f"](docs/{name})" in README, f"the README does not link docs/{name}"
+
+
+def test_contents_list_every_section() -> None:
+    contents = README.split("\n## ", 1)[0]
+    for heading in re.findall(r"^## (.+)$", without_code(README), re.M):
+        assert f"(#{anchor(heading)})" in contents, f"'{heading}' is missing from the contents"
+
+
+def test_links_between_the_readme_and_its_pages_resolve() -> None:
+    pages = [REPO / "README.md", *(DOCS / name for name in REFERENCE_PAGES)]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", without_code(page.read_text())):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, mailto:
+            path, _, fragment = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.exists(), f"{page.name} links {target}: no such file"
+            if fragment and dest.suffix == ".md":
+                assert fragment in anchors(dest.read_text()), f"{page.name} links {target}"
