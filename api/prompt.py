@@ -83,11 +83,13 @@ def build_prompt(
     context_tokens: int,
     max_answer_tokens: int,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    best_last: bool = False,
 ) -> Prompt:
     """Fit instructions + passages + history + question + answer into `context_tokens`.
 
     Oldest history goes first, but the last exchange is kept (follow-ups need it) until only the
-    best passage is left; then the rest of the history, then that passage.
+    best passage is left; then the rest of the history, then that passage. `best_last`: the kept
+    passages are numbered and given worst first, so the best one is nearest the question.
     """
     budget = context_tokens - max_answer_tokens
     check_length(counter, context_tokens, max_answer_tokens, question, system_prompt)
@@ -121,6 +123,10 @@ def build_prompt(
             f"{max_answer_tokens} of them kept for the answer); shorten it or lower max_tokens"
         )
     system = system_prompt
+    kept_passages = list(passages[:n_passages])
+    if best_last and n_passages > 1:
+        kept_passages.reverse()
+        blocks = [format_passage(i, p) for i, p in enumerate(kept_passages, 1)]
     if n_passages:
         system += _PASSAGES_HEADER + "\n\n".join(blocks[:n_passages])
     else:
@@ -128,7 +134,7 @@ def build_prompt(
     messages = [{"role": "system", "content": system}]
     messages += [{"role": r, "content": t} for r, t in history[first_turn:]]
     messages.append({"role": "user", "content": question})
-    return Prompt(messages, list(passages[:n_passages]), dropped + first_turn)
+    return Prompt(messages, kept_passages, dropped + first_turn)
 
 
 def plain_prompt(

@@ -10,7 +10,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     # passages less similar than this (cosine, 0-1) to the question are not given to the model;
     # when none is left Hearth says the documents do not cover it. 0 turns this off.
     relevance_threshold: float = Field(default=0.15, ge=0, le=1)
+    # grounded answers (README "Answers that know when they don't know"), chosen on
+    # `hearth bench answers`: the sampling temperature when the request names none ("backend":
+    # the backend's own default), the order passages are given in, and what happens to answer
+    # sentences no passage supports (api/answercheck.py)
+    answer_temperature: Annotated[float, Field(ge=0, le=2)] | Literal["backend"] = 0.0
+    passage_order: Literal["best_first", "best_last"] = "best_first"
+    answer_check: Literal["mark", "withhold", "off"] = "mark"
     sources_footer: bool = True  # append a readable "Sources" list to answers
     # how answers carry citations besides `sources` (api/client_shapes.py): auto (Open WebUI
     # source events for Open WebUI, else footer), footer, annotations, openwebui, none

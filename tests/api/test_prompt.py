@@ -43,6 +43,16 @@ def test_passages_are_numbered_in_rank_order_after_the_instructions(
     assert p.messages[-1] == {"role": "user", "content": "When?"}
 
 
+def test_best_last_gives_the_best_passage_next_to_the_question(counter: TokenCounter) -> None:
+    ranked = [passage(1), passage(2), passage(3)]
+    kw = {"counter": counter, "context_tokens": 4096, "max_answer_tokens": 256}
+    p = build_prompt("When?", ranked, [], best_last=True, **kw)  # type: ignore[arg-type]
+    system = p.messages[0]["content"]
+    # numbered in the order given: [1] is the third-ranked, [3] the best, last before the question
+    assert system.index("[1] (Doc 3") < system.index("[2] (Doc 2") < system.index("[3] (Doc 1")
+    assert p.passages == ranked[::-1]  # marker n names p.passages[n - 1]
+
+
 def test_history_sits_between_passages_and_question(counter: TokenCounter) -> None:
     p = build_prompt(
         "And then?",
