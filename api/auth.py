@@ -13,7 +13,7 @@ from .errors import APIError
 from .ratelimit import retry_after
 from .state import State
 from .store import sessions
-from .store.accounts import User, authenticate, forwarded_user
+from .store.accounts import User, authenticate, forwarded_user, proxied_user
 from .ui import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,10 @@ async def _proxy_user(request: Request, state: State) -> User | None:
     if not name or not trusted or request.client is None or request.client.host not in trusted:
         return None
     async with state.pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE SET name ="
-            " EXCLUDED.name RETURNING id, name, role, disabled",
-            (name[:100],),
-        )
-        row = await cur.fetchone()
-    if row is None or row[3]:
+        user, disabled = await proxied_user(conn, name[:100])
+    if disabled:
         raise APIError(401, f"The user {name!r} is disabled.", code="user_disabled")
-    return User(row[0], row[1], row[2])
+    return user
 
 
 async def current_user(request: Request, state: State) -> User:

@@ -15,11 +15,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workers.metrics import EMBED_BUCKETS
 
 from .llm import LLMError
+from .middleware import StatusSeen
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # one label for requests no route saw, not one per path tried
@@ -169,23 +170,16 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        seen = StatusSeen(send)
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, seen)
         finally:
             path = getattr(scope.get("route"), "path", None)  # set by the router once matched
             method = scope.get("method", "")
             labels = (
                 path if isinstance(path, str) and path else UNMATCHED,
                 method if method in _METHODS else "other",
-                str(status),
+                str(seen.status),
             )
             self.metrics.requests.labels(*labels).inc()
             self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)

@@ -8,6 +8,7 @@ token itself is checked by api.auth.
 The log writes one `request_log` row per /v1 request when its response has been sent (streams
 included): token id (never the token), user, route, model, tokens, latency, status, and the
 prompt and answer only with LOG_CHAT_TEXT=true. Routes add their part to `scope["state"]["log"]`.
+The table's SQL is in its home, workers.requestlog.
 
 The request id is the caller's `X-Request-Id` when it is a short plain token, else a new one. It
 is in every log line written while the request is served (core.logs), in the response's
@@ -29,6 +30,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logs import request_id_var
+from workers import requestlog
 
 from .errors import error_response
 from .textguard import clean_text
@@ -39,6 +41,19 @@ PROTECTED = "/v1/"
 SESSION_COOKIE = b"hearth_session="
 REQUEST_ID_HEADER = "X-Request-Id"
 _CALLER_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")  # nothing that could forge a log line
+
+
+class StatusSeen:
+    """A `send` that passes every message on and notes the response's status: what a middleware
+    records once the app is done. 500 until a response starts (the app raised before one)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.status = send, 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
 
 
 class RequestId:
@@ -115,16 +130,9 @@ class RequestLog:
         started = time.perf_counter()
         entry: dict[str, Any] = {}
         scope.setdefault("state", {})["log"] = entry
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        seen = StatusSeen(send)
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, seen)
         finally:
             route = scope.get("route")
             # an unrouted path is the caller's: a NUL in it must not keep the row out of the log
@@ -135,7 +143,7 @@ class RequestLog:
                 scope.get("method", ""),
                 path,
                 entry.get("model"),
-                status,
+                seen.status,
                 (time.perf_counter() - started) * 1000,
                 entry.get("prompt_tokens"),
                 entry.get("completion_tokens"),
@@ -150,11 +158,6 @@ class RequestLog:
             return
         try:
             async with pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO request_log (token_id, user_id, method, route, model, status,"
-                    " latency_ms, prompt_tokens, completion_tokens, prompt, answer)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    row,
-                )
+                await requestlog.write(conn, row)
         except Exception as exc:  # the log must never break a request
             log.warning("could not write the request log: %s", exc)

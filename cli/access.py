@@ -10,10 +10,10 @@ from collections.abc import Callable
 import psycopg
 
 from api.store import access, accounts
-from api.store.requestlog import recent
 from core.db import connect
 from core.embedded import command_database_url
 from core.settings import Settings
+from workers import requestlog
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -166,7 +166,7 @@ def _collection_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 def _logs(args: argparse.Namespace, settings: Settings) -> int:
     def work(conn: psycopg.Connection) -> None:
-        rows = recent(conn, args.limit)
+        rows = requestlog.recent(conn, args.limit)
         if args.json:
             print(json.dumps(rows, indent=2))
             return

@@ -29,6 +29,7 @@ from ingest.sync import reconcile, root_for
 from retrieval.index import IndexModelChanged
 from retrieval.reembed import index_meta, model_to_follow
 
+from . import requestlog
 from .celery_app import TASK_INGEST, TASK_MOVE, TASK_PRUNE_LOG, TASK_RESCAN
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,9 @@ def prune_request_log() -> int:
     days = ctx.settings.request_log_days
     if not days:
         return 0
-    cur = ctx.conn.execute(
-        "DELETE FROM request_log WHERE at < now() - make_interval(days => %s)", (days,)
-    )
+    removed = requestlog.prune(ctx.conn, days)
     ctx.conn.commit()
-    return cur.rowcount
+    return removed
 
 
 @_retrying(TASK_RESCAN)

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.db import connect
+from workers import requestlog
 
 from ..auth import current_user
 from ..errors import APIError
 from ..state import State
 from ..store import access, accounts
 from ..store.accounts import User
-from ..store.requestlog import recent
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ async def list_users(state: State) -> dict[str, Any]:
 @router.post("/users")
 async def create_user(body: NewUser, state: State) -> dict[str, Any]:
     def work(conn: psycopg.Connection) -> tuple[User, str | None]:
-        if conn.execute("SELECT 1 FROM users WHERE name = %s", (body.name,)).fetchone():
+        if accounts.find_user(conn, body.name) is not None:
             raise APIError(409, f"A user named {body.name!r} exists.", code="user_exists")
         user = accounts.ensure_user(conn, body.name, body.role)
         for group in body.groups:
@@ -144,12 +144,10 @@ async def issue_token(name: str, body: NewToken, state: State) -> dict[str, Any]
     )
 
     def work(conn: psycopg.Connection) -> str:
-        row = conn.execute("SELECT id, name, role FROM users WHERE name = %s", (name,)).fetchone()
-        if row is None:
+        user = accounts.find_user(conn, name)
+        if user is None:
             raise APIError(404, f"No user named {name!r}.", code="not_found")
-        return accounts.issue_token(
-            conn, User(*row), body.description, expires, frontend=body.frontend
-        )
+        return accounts.issue_token(conn, user, body.description, expires, frontend=body.frontend)
 
     token = await _run(state, work)
     return {
@@ -233,5 +231,5 @@ async def revoke_grant(
 async def request_log(
     state: State, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
-    rows = await _run(state, lambda c: recent(c, limit))
+    rows = await _run(state, lambda c: requestlog.recent(c, limit))
     return {"object": "list", "data": rows}

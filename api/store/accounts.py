@@ -1,4 +1,7 @@
-"""Users and bearer tokens. Tokens are stored as SHA-256 only; the plain token is shown once."""
+"""Users and bearer tokens. Tokens are stored as SHA-256 only; the plain token is shown once.
+
+The home of the `users` and `tokens` tables (user_groups: api.store.access; ui_sessions:
+api.store.sessions, which joins these two to check a session)."""
 
 from __future__ import annotations
 
@@ -43,6 +46,24 @@ def ensure_user(conn: psycopg.Connection, name: str, role: str = "user") -> User
     ).fetchone()
     assert row is not None
     return User(*row)
+
+
+def find_user(conn: psycopg.Connection, name: str) -> User | None:
+    row = conn.execute("SELECT id, name, role FROM users WHERE name = %s", (name,)).fetchone()
+    return User(*row) if row else None
+
+
+async def proxied_user(conn: psycopg.AsyncConnection, name: str) -> tuple[User, bool]:
+    """The user a trusted proxy names, created with role `user` on first sight; and whether
+    they are disabled."""
+    cur = await conn.execute(
+        "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE SET name ="
+        " EXCLUDED.name RETURNING id, name, role, disabled",
+        (name,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return User(row[0], row[1], row[2]), bool(row[3])
 
 
 def set_disabled(conn: psycopg.Connection, name: str, disabled: bool) -> bool:
