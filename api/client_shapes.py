@@ -129,21 +129,34 @@ def footer(settings: Settings, citations: Sequence[Citation]) -> str:
 
 
 def url_annotations(
-    settings: Settings, base: str, text: str, citations: Sequence[Citation]
+    settings: Settings,
+    base: str,
+    text: str,
+    citations: Sequence[Citation],
+    passages: Sequence[Passage] | None = None,
 ) -> list[dict[str, Any]]:
     """One url_citation per cited passage, spanning its first `[n]` marker in `text` (the end
-    of the text when the marker is not there)."""
+    of the text when the marker is not there). Given the turn's `passages`, one per passage
+    1..the highest cited, in number order, as the other lists (`_by_number`): LobeChat shows
+    annotations as its citation list and links the text's `[n]` to the n-th entry
+    (@lobehub/ui Markdown transformCitations), so with a gap ([2] cited, [1] not) `[2]` must
+    still be the second entry; the uncited one holds its place with an empty span at the end."""
+    cited = {c.index for c in citations}
+    if passages is None:
+        numbered = [(c.index, c.passage) for c in sorted(citations, key=lambda c: c.index)]
+    else:
+        numbered = list(enumerate(_by_number(passages, citations), start=1))
     out = []
-    for c in sorted(citations, key=lambda c: c.index):
-        marker = f"[{c.index}]"
-        start = text.find(marker)
+    for n, p in numbered:
+        marker = f"[{n}]"
+        start = text.find(marker) if n in cited else -1
         start, end = (start, start + len(marker)) if start >= 0 else (len(text), len(text))
         out.append(
             {
                 "type": "url_citation",
                 "url_citation": {
-                    "url": passage_url(base, c.passage),
-                    "title": label(settings, c.passage),
+                    "url": passage_url(base, p),
+                    "title": label(settings, p),
                     "start_index": start,
                     "end_index": end,
                 },
