@@ -1,5 +1,5 @@
 """The household library `hearth bench answers` asks about: twelve made-up but realistic files in
-eight formats (written at run time, byte-for-byte the same each run), 24 questions they answer
+eight formats (written at run time, the same text each run), 25 questions they answer
 (each with the file that answers it and the facts the answer must carry) and 6 they do not.
 
 Written for this benchmark; not the held-back check of issue 14. Facts are alternatives groups:

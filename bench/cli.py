@@ -7,6 +7,8 @@
   rag     bench.rag_turn: request -> backend for a grounded turn, stage by stage
   chat    bench.gateway: Hearth's plain chat against the mock directly and LiteLLM
   llm     bench.e2e_llm: TTFT and tokens/s on the real CPU vLLM, through Hearth and directly
+  answers bench.answers: cited-right-file, fact and refusal rates of grounded answers on the real
+          CPU vLLM (not part of `all`: ~10 min per configuration; `--compare`: before and now)
 
 Each prints its table and writes a JSON file: OUT for one benchmark, OUT/<name>.json for `all`
 (default .cache/bench/results/). `--scale` is the chunk count of search and rag (default 100,000;
@@ -43,7 +45,7 @@ QUICK = {
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("which", nargs="?", default="all", choices=(*BENCHES, "all", "soak"))
+    ap.add_argument("which", nargs="?", default="all", choices=(*BENCHES, "all", "soak", "answers"))
     ap.add_argument("--scale", type=int, help="chunks for search and rag (default 100,000)")
     ap.add_argument("--quick", action="store_true", help="smoke-sized: minutes, not figures")
     ap.add_argument("--litellm", action="store_true", help="chat: install LiteLLM if missing")
@@ -51,6 +53,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", type=Path, help="a file (one benchmark) or a folder (all)")
     ap.add_argument("--data-dir", type=Path, help="search and rag datasets (default .cache/bench)")
     ap.add_argument("--minutes", type=float, default=20.0, help="soak: minutes of load")
+    ap.add_argument("--compare", action="store_true", help="answers: old defaults and today's")
+    ap.add_argument("--stream", action="store_true", help="answers: ask streamed")
 
 
 def bench_argv(
@@ -157,6 +161,12 @@ def run_args(args: argparse.Namespace) -> int:
 
         out = ["--json", str(args.json)] if args.json else []
         return soak.main(["--minutes", str(args.minutes), *out])
+    if args.which == "answers":  # bench.answers: answer quality on the real CPU vLLM
+        from . import answers
+
+        out = ["--json", str(args.json or RESULTS / "answers.json")]
+        flags = [f for f, on in (("--compare", args.compare), ("--stream", args.stream)) if on]
+        return answers.main([*out, *flags, *(["--only", "6"] if args.quick else [])])
     return run(
         args.which,
         scale=args.scale,
