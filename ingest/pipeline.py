@@ -9,6 +9,11 @@ as skipped, with the reason, and never followed, however the file was swapped an
 file may cost is bounded (ingest.budget): its text and its chunks before anything is embedded, and
 its time. A delete wins over this work (retrieval.guard): every write is refused once the document
 was deleted after the work began.
+
+One document's work is a generator of steps (`ingest_steps`): it asks for its private copy to be
+parsed and its chunk texts to be embedded, and does everything else itself (locks, generation
+checks, budgets, the transactional write). `ingest_path` runs those steps one after the other;
+`ingest.batch` runs many documents' steps at once, embedding their chunks together.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -76,6 +82,31 @@ class IngestResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ParseStep:
+    """A step asking for the document's private copy at `path` to be parsed: the reply is its
+    Parsed, or a ParseError thrown in."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class EmbedStep:
+    """A step asking for the document's chunk texts to be embedded, a slice at a time while its
+    deadline holds: the reply is one vector per text, or OutOfTime thrown in."""
+
+    texts: list[str]
+    deadline: Deadline
+
+
+Step = ParseStep | EmbedStep
+Steps = Generator[Step, Any, IngestResult]
+
+
+class LockBusy(Exception):
+    """Another session holds the document's lock (only when asked not to wait for it)."""
+
+
 def doc_key(path: Path | str) -> str:
     """How a document's path is stored: absolute and normalised, symlinks left as they are."""
     return os.path.abspath(path)
@@ -86,11 +117,22 @@ def _lock_id(key: str) -> int:
 
 
 @contextlib.contextmanager
-def document_locks(conn: psycopg.Connection, *keys: str) -> Iterator[None]:
-    """Session-level advisory locks on documents, taken in a fixed order (no deadlocks)."""
+def document_locks(conn: psycopg.Connection, *keys: str, wait: bool = True) -> Iterator[None]:
+    """Session-level advisory locks on documents, taken in a fixed order (no deadlocks).
+    `wait=False` takes none and raises LockBusy when another session holds one of them."""
     ids = sorted({_lock_id(k) for k in keys})
+    taken: list[int] = []
     for i in ids:
-        conn.execute("SELECT pg_advisory_lock(%s)", (i,))
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", (i,))
+        else:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (i,)).fetchone()
+            if not (row and row[0]):
+                for j in reversed(taken):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (j,))
+                conn.commit()
+                raise LockBusy(", ".join(keys))
+        taken.append(i)
     conn.commit()
     try:
         yield
@@ -117,9 +159,52 @@ def ingest_path(
     document's when this work was asked for (a re-index): if the document was deleted since,
     nothing is done.
     """
+    return run_steps(
+        ingest_steps(conn, embedder, path, opts, parser, generation=generation), embedder, parser
+    )
+
+
+def ingest_steps(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    path: Path,
+    opts: IngestOptions,
+    parser: Parser = parse_file,
+    *,
+    generation: int | None = None,
+    wait: bool = True,
+    isolate: bool = False,
+) -> Steps:
+    """`ingest_path` as steps, under the document's lock (`wait=False`: LockBusy at the first step
+    when another session holds it, before anything is done). `parser` parses attachments only;
+    the document itself is parsed by whoever runs the steps. `isolate`: an unexpected error marks
+    this document failed with it instead of raising (database errors and a model switch still
+    raise: they are no one document's fault)."""
     key = doc_key(path)
-    with document_locks(conn, key):
-        return _ingest_locked(conn, embedder, Path(key), opts, parser, generation)
+    with document_locks(conn, key, wait=wait):
+        return (
+            yield from _ingest_locked(conn, embedder, Path(key), opts, parser, generation, isolate)
+        )
+
+
+def run_steps(steps: Steps, embedder: Embedder, parser: Parser) -> IngestResult:
+    """Run one document's steps in order: each parse and embedding when it is asked for."""
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as done:
+            result: IngestResult = done.value
+            return result
+        reply, error = None, None
+        try:
+            if isinstance(step, ParseStep):
+                reply = parser(step.path)
+            else:
+                reply = embed_within(embedder, step.texts, step.deadline)
+        except Exception as exc:  # thrown into the steps: they handle it, or it goes on up
+            error = exc
 
 
 def move_path(
@@ -161,8 +246,8 @@ def move_path(
                 else:
                     conn.commit()
                     return IngestResult(new, "moved", doc.chunk_count)
-        _ingest_locked(conn, embedder, Path(old), opts, parser)
-        return _ingest_locked(conn, embedder, target, opts, parser)
+        run_steps(_ingest_locked(conn, embedder, Path(old), opts, parser), embedder, parser)
+        return run_steps(_ingest_locked(conn, embedder, target, opts, parser), embedder, parser)
 
 
 def confinement(path: Path, opts: IngestOptions) -> Path:
@@ -181,7 +266,8 @@ def _ingest_locked(
     opts: IngestOptions,
     parser: Parser,
     expect: int | None = None,
-) -> IngestResult:
+    isolate: bool = False,
+) -> Steps:
     key = str(path)
     seen = guard.read(conn, key)
     conn.commit()
@@ -201,13 +287,23 @@ def _ingest_locked(
         except OSError as exc:
             return _record(conn, seen, opts, key, f"cannot read file: {exc.strerror or exc}")
         try:
-            return _ingest_open(conn, embedder, path, fd, opts, parser, seen)
+            return (yield from _ingest_open(conn, embedder, path, fd, opts, parser, seen))
         finally:
             os.close(fd)
     except guard.Superseded as exc:
         conn.rollback()
         log.info("%s", exc)
         return IngestResult(key, "superseded")
+    except Exception as exc:
+        if not isolate or isinstance(exc, psycopg.Error | index.IndexModelChanged):
+            raise
+        conn.rollback()
+        log.exception("indexing %s failed", key)
+        try:
+            return _record(conn, seen, opts, key, f"indexing failed: {type(exc).__name__}: {exc}")
+        except guard.Superseded:
+            conn.rollback()
+            return IngestResult(key, "superseded")
 
 
 def _gone(conn: psycopg.Connection, key: str) -> IngestResult:
@@ -281,7 +377,7 @@ def _ingest_open(
     opts: IngestOptions,
     parser: Parser,
     seen: guard.Generation,
-) -> IngestResult:
+) -> Steps:
     """Index the open file `fd` (the regular file at `path`); reads nothing through the path."""
     key = str(path)
     st = os.fstat(fd)
@@ -323,13 +419,15 @@ def _ingest_open(
             index.set_status(conn, key, "parsing", collection=opts.collection, source=opts.source)
         conn.commit()
         try:
-            parsed = parser(copy)
+            parsed: Parsed = yield ParseStep(copy)
         except ParseError as exc:
             return fail(str(exc))
     if parsed.needs_ocr:
         return fail("no text layer (scanned or image-only); OCR is not enabled", "needs_ocr")
     try:
-        chunks, vectors = _chunk_and_embed(conn, embedder, key, parsed, opts, seen, deadline)
+        chunks, vectors = yield from _chunk_and_embed(
+            conn, embedder, key, parsed, opts, seen, deadline
+        )
     except (TooMuchText, OutOfTime) as exc:
         return fail(str(exc))
     if not chunks:
@@ -379,7 +477,7 @@ def _chunk_and_embed(
     opts: IngestOptions,
     seen: guard.Generation,
     deadline: Deadline,
-) -> tuple[list[Chunk], np.ndarray]:
+) -> Generator[Step, Any, tuple[list[Chunk], np.ndarray]]:
     """Chunk within the chunk budget, then embed in slices within the time budget; raises
     TooMuchText or OutOfTime before anything is embedded past either."""
     if opts.max_chunks is not None:
@@ -405,7 +503,8 @@ def _chunk_and_embed(
     with guard.write(conn, seen):
         index.set_status(conn, key, "embedding", collection=opts.collection, source=opts.source)
     conn.commit()
-    return chunks, embed_within(embedder, [c.embed_text for c in chunks], deadline)
+    vectors: np.ndarray = yield EmbedStep([c.embed_text for c in chunks], deadline)
+    return chunks, vectors
 
 
 def _reuse_same_content(
