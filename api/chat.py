@@ -1,5 +1,6 @@
 """One chat turn: open it (model, conversation, history), ground it (rewrite the follow-up,
-retrieve, build the prompt within the context window), answer it, check citations, store it.
+retrieve, build the prompt within the context window), answer it; its end (check citations,
+attribute, sources, footer, store) is api.turn_end, shared with the stream.
 
 `open_turn` is quick and runs before any response byte is sent; `ground` may take a while, so the
 streaming path (api.chat_stream) runs it under keep-alives.
@@ -11,15 +12,19 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from core.types import Citation, Passage
+from psycopg_pool import AsyncConnectionPool
+
+from core.embedder import Embedder
+from core.settings import Settings
+from core.types import Passage
 
 from . import client_shapes
-from .citations import CitationChecker, attribute, insert_markers
 from .client_shapes import Shape
 from .errors import APIError
-from .llm import LLMError
+from .llm import LLMClient, LLMError
+from .metrics import Metrics
 from .models import ModelChoice, parse_model
 from .prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -31,20 +36,35 @@ from .prompt import (
 from .rewrite import rewrite_query
 from .schemas import ChatRequest
 from .search import SearchFilters, SearchRequest, run_search
-from .state import AppState
 from .store import access
 from .store.accounts import User
 from .store.conversations import Turn as StoredTurn
-from .store.conversations import add_turn, open_conversation
+from .store.conversations import open_conversation
 from .tasks import is_task, task_budget
 from .textguard import clean_text
 from .tokenizer import load_counter
+from .turn_end import AnswerFlow, completion, store
 from .window import answer_budget, retry_on_overflow
 
 NOT_COVERED = (
     "I could not find this in your documents, so I will not guess. Try rephrasing the "
     "question, or check that the documents that answer it are indexed."
 )
+
+
+class Services(Protocol):
+    """What a chat turn uses of the app's long-lived resources (api.state.AppState is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def pool(self) -> AsyncConnectionPool: ...
+    @property
+    def embedder(self) -> Embedder: ...
+    @property
+    def llm(self) -> LLMClient: ...
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 @dataclass
@@ -84,7 +104,7 @@ class Turn:
 
 
 async def open_turn(
-    state: AppState,
+    state: Services,
     user: User,
     req: ChatRequest,
     conversation_id: str | None,
@@ -136,7 +156,7 @@ async def open_turn(
     )
 
 
-async def ground(state: AppState, turn: Turn) -> None:
+async def ground(state: Services, turn: Turn) -> None:
     """Rewrite, retrieve and build the prompt for `turn` (raises APIError when it cannot fit)."""
     s = state.settings
     window = await state.llm.context_window() or s.llm_max_model_len
@@ -147,6 +167,8 @@ async def ground(state: AppState, turn: Turn) -> None:
     max_tokens = answer_budget(asked, s.llm_max_tokens, window)
     counter = await asyncio.to_thread(load_counter, s.tokenizer_file)
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
+    if turn.rag and s.answer_temperature != "backend":  # grounded: greedy unless asked
+        turn.params.setdefault("temperature", s.answer_temperature)
     try:
         # a message too long for any prompt is refused before it costs a search or a count
         check_length(counter, window, max_tokens, turn.question, turn.client_system)
@@ -193,6 +215,7 @@ async def ground(state: AppState, turn: Turn) -> None:
             context_tokens=window,
             max_answer_tokens=max_tokens,
             system_prompt=system,
+            best_last=s.passage_order == "best_last",
         )
         turn.messages, turn.passages = prompt.messages, prompt.passages
     except PromptTooLong as exc:
@@ -211,78 +234,13 @@ def relevant(passages: list[Passage], threshold: float) -> list[Passage]:
     return [p for p in passages if p.similarity is None or p.similarity >= threshold]
 
 
-def completion(
-    turn: Turn,
-    text: str,
-    finish: str | None,
-    usage: dict[str, Any] | None,
-    sources: list[dict[str, Any]],
-    shaped: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-    if shaped and shaped.get("annotations"):
-        message["annotations"] = shaped["annotations"]
-    return {
-        "id": turn.id,
-        "object": "chat.completion",
-        "created": turn.created,
-        "model": turn.request.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        **extras(turn, sources, shaped),
-    }
-
-
-def extras(
-    turn: Turn, sources: list[dict[str, Any]], shaped: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Hearth's own fields beside OpenAI's (clients ignore what they do not know), and the
-    top-level `citations` URL list where the shape asks for it."""
-    out: dict[str, Any] = {}
-    if turn.conversation_id:
-        out["conversation_id"] = turn.conversation_id
-    if turn.rag:
-        out["sources"] = sources
-        out["search_query"] = turn.search_query
-        if shaped and shaped.get("citations"):
-            out["citations"] = shaped["citations"]
-        if turn.shape.openwebui_sources:
-            out["sources"] = (shaped or {}).get("openwebui_sources", [])
-            out["hearth_sources"] = sources
-    return out
-
-
-def shaped_citations(
-    state: AppState, turn: Turn, text: str, citations: list[Citation]
-) -> dict[str, Any]:
-    """The shapes `turn.shape` asks for: annotations over `text` (the whole answer as the
-    client receives it) and the `citations` URL list; Open WebUI's source events."""
-    if not turn.rag or not citations:
-        return {}
-    s, base = state.settings, turn.base_url
-    out: dict[str, Any] = {}
-    if turn.shape.annotations:
-        out["annotations"] = client_shapes.url_annotations(s, base, text, citations)
-        out["citations"] = client_shapes.url_list(base, turn.passages, citations)
-    if turn.shape.events:
-        out["events"] = client_shapes.source_events(s, base, turn.passages, citations)
-    if turn.shape.openwebui_sources:
-        events = client_shapes.source_events(s, base, turn.passages, citations)
-        out["openwebui_sources"] = [e["data"] for e in events]
-    return out
-
-
-async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
+async def complete(state: Services, turn: Turn) -> dict[str, Any]:
+    flow = AnswerFlow(state, turn)
     if turn.uncovered:
-        await store(state, turn, NOT_COVERED, [], None)
-        return completion(turn, NOT_COVERED, "stop", None, [])
+        flow.feed(NOT_COVERED)
+        end = flow.finish(sent=False)
+        await store(state, turn, end, None)
+        return completion(turn, end, "stop", None)
     try:
         resp = await retry_on_overflow(
             state,
@@ -294,71 +252,8 @@ async def complete(state: AppState, turn: Turn) -> dict[str, Any]:
         state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc
     choice = (resp.get("choices") or [{}])[0]
-    checker = CitationChecker(len(turn.passages))
-    answer = checker.check(clean_text((choice.get("message") or {}).get("content") or ""))
-    marks = attribute_if_uncited(checker, answer, turn.passages)
-    answer = insert_markers(answer, marks)
-    citations = checker.citations(turn.passages)
-    sources = source_list(citations, attributed=bool(marks))
+    flow.feed(clean_text((choice.get("message") or {}).get("content") or ""))
+    end = flow.finish(sent=False)
     usage = resp.get("usage")
-    await store(state, turn, answer, sources, usage)
-    text = answer + (client_shapes.footer(state.settings, citations) if turn.footer else "")
-    shaped = shaped_citations(state, turn, text, citations)
-    return completion(turn, text, choice.get("finish_reason"), usage, sources, shaped)
-
-
-def attribute_if_uncited(
-    checker: CitationChecker, answer: str, passages: list[Passage]
-) -> list[tuple[int, int]]:
-    """When the model cited nothing (small models often don't), cite the passages that support
-    its sentences word for word; see citations.attribute."""
-    if checker.cited or not passages:
-        return []
-    marks = attribute(answer, passages)
-    checker.cite([n for _, n in marks])
-    return marks
-
-
-def source_list(citations: list[Citation], *, attributed: bool) -> list[dict[str, Any]]:
-    return [
-        {**c.as_source(), "cited_by": "attribution" if attributed else "model"} for c in citations
-    ]
-
-
-async def store(
-    state: AppState,
-    turn: Turn,
-    answer: str,
-    sources: list[dict[str, Any]],
-    usage: dict[str, Any] | None,
-    *,
-    incomplete: bool = False,
-) -> None:
-    """Keep the turn in its conversation; `incomplete`: the backend failed mid-answer and
-    `answer` is the part the client received."""
-    usage = usage or {}
-    answer = clean_text(answer)  # a model can emit a NUL; PostgreSQL cannot store one
-    turn.log.update(
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        prompt=turn.question,
-        answer=answer,
-    )
-    state.metrics.usage(usage)
-    state.metrics.answer_seconds.labels("true" if turn.request.stream else "false").observe(
-        time.perf_counter() - turn.started
-    )
-    if turn.task:  # a client's meta-request is not part of any conversation
-        return
-    async with state.pool.connection() as conn:
-        await add_turn(
-            conn,
-            turn.conversation_id,
-            turn.user_id,
-            turn.question,
-            answer,
-            sources,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            incomplete,
-        )
+    await store(state, turn, end, usage)
+    return completion(turn, end, choice.get("finish_reason"), usage)

@@ -26,21 +26,10 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from .chat import (
-    NOT_COVERED,
-    Turn,
-    attribute_if_uncited,
-    extras,
-    ground,
-    shaped_citations,
-    source_list,
-    store,
-)
-from .citations import CitationChecker
-from .client_shapes import footer as sources_footer
+from .chat import NOT_COVERED, Services, Turn, ground
 from .errors import APIError, error_body
 from .llm import LLMError
-from .state import AppState
+from .turn_end import AnswerFlow, extras, store
 from .window import retry_on_overflow
 
 KEEPALIVE = ": keep-alive\n\n"
@@ -52,7 +41,7 @@ def sse(obj: dict[str, Any] | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
-async def _start(state: AppState, turn: Turn) -> Started:
+async def _start(state: Services, turn: Turn) -> Started:
     """Ground the turn and open the backend stream up to its first chunk."""
     await ground(state, turn)
     if turn.uncovered:
@@ -72,7 +61,7 @@ async def _start(state: AppState, turn: Turn) -> Started:
         raise APIError(exc.status, exc.message, code=exc.code) from exc
 
 
-async def respond(state: AppState, turn: Turn, headers: dict[str, str]) -> StreamingResponse:
+async def respond(state: Services, turn: Turn, headers: dict[str, str]) -> StreamingResponse:
     task = asyncio.create_task(_start(state, turn))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), state.settings.stream_keepalive_s)
@@ -89,7 +78,7 @@ async def respond(state: AppState, turn: Turn, headers: dict[str, str]) -> Strea
 
 
 async def _after_keepalives(
-    state: AppState, turn: Turn, task: asyncio.Task[Started]
+    state: Services, turn: Turn, task: asyncio.Task[Started]
 ) -> AsyncIterator[str]:
     try:
         while not task.done():
@@ -116,7 +105,7 @@ async def _after_keepalives(
 
 
 async def _relay(
-    state: AppState, turn: Turn, first: dict[str, Any] | None, upstream: Upstream | None
+    state: Services, turn: Turn, first: dict[str, Any] | None, upstream: Upstream | None
 ) -> AsyncIterator[str]:
     base = {
         "id": turn.id,
@@ -129,27 +118,26 @@ async def _relay(
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return sse({**base, "choices": [choice], **extra})
 
-    checker = CitationChecker(len(turn.passages))
-    parts: list[str] = []
+    flow = AnswerFlow(state, turn)
     finish: str | None = None
     usage: dict[str, Any] | None = None
     failed: LLMError | None = None
     yield chunk({"role": "assistant", "content": ""})
     try:
         if upstream is None:  # nothing relevant was found: say so, without the model
-            parts.append(NOT_COVERED)
-            yield chunk({"content": NOT_COVERED})
+            yield chunk({"content": flow.feed(NOT_COVERED)})
         else:
             pending = [first] if first is not None else []
             async for item in _chain(pending, upstream):
                 usage = item.get("usage") or usage
                 for choice in item.get("choices") or []:
                     finish = choice.get("finish_reason") or finish
-                    text = checker.feed((choice.get("delta") or {}).get("content") or "")
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    first_text = not flow.started
+                    text = flow.feed(piece)
                     if text:
-                        if not parts:
+                        if first_text:
                             state.metrics.ttft.observe(time.perf_counter() - turn.started)
-                        parts.append(text)
                         yield chunk({"content": text})
     except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
         state.metrics.llm_error(exc)
@@ -157,39 +145,33 @@ async def _relay(
     finally:
         if upstream is not None:
             await upstream.aclose()  # type: ignore[attr-defined]
-    tail = checker.finish()
-    marks = attribute_if_uncited(checker, "".join(parts) + tail, turn.passages)
-    if marks:  # the text is already sent: the markers go at its end
-        tail += " " + "".join(f"[{n}]" for n in dict.fromkeys(n for _, n in marks))
-    parts.append(tail)
-    citations = checker.citations(turn.passages)
-    sources = source_list(citations, attributed=bool(marks))
-    footer = sources_footer(state.settings, citations) if turn.footer else ""
-    answer = "".join(parts)
-    shaped = shaped_citations(state, turn, answer + footer, citations)
-    last: dict[str, Any] = {"annotations": shaped["annotations"]} if "annotations" in shaped else {}
+    end = flow.finish(sent=True)
+    rest = end.tail + end.footer
+    last: dict[str, Any] = (
+        {"annotations": end.shaped["annotations"]} if "annotations" in end.shaped else {}
+    )
     if failed is not None:
-        if answer.strip():  # the sources go before the error, at which OpenAI's SDK raises
-            for event in shaped.get("events", []):
+        if end.answer.strip():  # the sources go before the error, at which OpenAI's SDK raises
+            for event in end.shaped.get("events", []):
                 yield sse({**base, "choices": [], "event": event})
-            delta = {"content": tail + footer} if tail + footer else {}
-            yield chunk({**delta, **last}, **extras(turn, sources, shaped))
+            delta = {"content": rest} if rest else {}
+            yield chunk({**delta, **last}, **extras(turn, end.sources, end.shaped))
         yield sse(error_body(failed.status, failed.message, code=failed.code))
         yield sse("[DONE]")
-        if answer.strip():
-            await store(state, turn, answer, sources, usage, incomplete=True)
+        if end.answer.strip():
+            await store(state, turn, end, usage, incomplete=True)
         return
-    if tail + footer:
-        yield chunk({"content": tail + footer})
+    if rest:
+        yield chunk({"content": rest})
     # Open WebUI's source events: chunks without choices, which its parser emits and saves
-    for event in shaped.get("events", []):
+    for event in end.shaped.get("events", []):
         yield sse({**base, "choices": [], "event": event})
-    yield chunk(last, finish or "stop", **extras(turn, sources, shaped))
+    yield chunk(last, finish or "stop", **extras(turn, end.sources, end.shaped))
     options = turn.request.stream_options
     if options and options.include_usage:
         yield sse({**base, "choices": [], "usage": usage or _zero_usage()})
     yield sse("[DONE]")
-    await store(state, turn, answer, sources, usage)
+    await store(state, turn, end, usage)
 
 
 def _zero_usage() -> dict[str, int]:

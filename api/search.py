@@ -84,20 +84,8 @@ class SearchRequest(BaseModel):
 
 
 def passage_json(rank: int, p: Passage) -> dict[str, Any]:
-    return {
-        "rank": rank,
-        "score": round(p.score, 6),
-        "document_id": p.document_id,
-        "chunk_id": p.chunk_id,
-        "path": p.path,
-        "title": p.title,
-        "collection": p.collection,
-        "page": p.page,
-        "heading_path": list(p.heading_path),
-        "char_start": p.char_start,
-        "char_end": p.char_end,
-        "text": p.text,
-    }
+    """A search result: the passage (core.types.Passage.as_json), its rank and its text."""
+    return {"rank": rank, **p.as_json(), "text": p.text}
 
 
 async def _reranker(settings: Settings, wanted: bool | None) -> Reranker | None:

@@ -23,8 +23,7 @@ from .llm import ContextOverflow
 from .tokenizer import load_counter
 
 if TYPE_CHECKING:
-    from .chat import Turn
-    from .state import AppState
+    from .chat import Services, Turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +36,7 @@ def answer_budget(asked: int | None, default: int, window: int) -> int:
 
 
 async def retry_on_overflow(
-    state: AppState,
+    state: Services,
     turn: Turn,
     call: Callable[[], Awaitable[T]],
     reground: Callable[[], Awaitable[None]],
@@ -62,7 +61,7 @@ async def retry_on_overflow(
         return await call()
 
 
-async def _smaller_window(state: AppState, turn: Turn, exc: ContextOverflow) -> int | None:
+async def _smaller_window(state: Services, turn: Turn, exc: ContextOverflow) -> int | None:
     used = turn.window or state.settings.llm_max_model_len
     ratio = None
     if exc.prompt_tokens:

@@ -58,6 +58,22 @@ class Passage:
     # cosine similarity of the query and the chunk, when the dense leg found it
     similarity: float | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """Where the passage came from and how it ranked, as JSON (its text is the caller's
+        choice: a search result carries it whole, a chat source a snippet)."""
+        return {
+            "document_id": self.document_id,
+            "chunk_id": self.chunk_id,
+            "path": self.path,
+            "title": self.title,
+            "collection": self.collection,
+            "page": self.page,
+            "heading_path": list(self.heading_path),
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "score": round(self.score, 6),
+        }
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -69,17 +85,4 @@ class Citation:
     def as_source(self, snippet_chars: int = 400) -> dict[str, Any]:
         p = self.passage
         snippet = p.text if len(p.text) <= snippet_chars else p.text[:snippet_chars].rstrip() + "…"
-        return {
-            "index": self.index,
-            "document_id": p.document_id,
-            "chunk_id": p.chunk_id,
-            "path": p.path,
-            "title": p.title,
-            "collection": p.collection,
-            "page": p.page,
-            "heading_path": list(p.heading_path),
-            "char_start": p.char_start,
-            "char_end": p.char_end,
-            "score": round(p.score, 6),
-            "snippet": snippet,
-        }
+        return {"index": self.index, **p.as_json(), "snippet": snippet}
