@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis as redis_client
 
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.migrate import migrate
@@ -58,6 +59,33 @@ def indexed(pg_url: str, path: Path, timeout_s: float = 180) -> None:
         time.sleep(0.3)
 
 
+def log_shows(log: Path, text: str, timeout_s: float = 120) -> None:
+    """Wait until the worker's log contains `text`; fail with the log's tail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in the worker log:\n" + (
+            log.read_text(errors="replace")[-3000:]
+        )
+        time.sleep(0.2)
+
+
+def aof_written(broker: str, timeout_s: float = 30) -> None:
+    """Wait until Redis has written its append-only buffer and has no fsync pending, so the
+    queued tasks are in the file a restarted Redis reads (what appendfsync everysec promises
+    within about a second)."""
+    client = redis_client.Redis(unix_socket_path=broker.removeprefix("redis+socket://"))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            info = client.info("persistence")
+            if info["aof_buffer_length"] == 0 and info["aof_pending_bio_fsync"] == 0:
+                return
+            assert time.monotonic() < deadline, info
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
 def test_database_restart_while_a_task_waits(services) -> None:  # type: ignore[no-untyped-def]
     pg, _, pg_url, broker, watched = services
     app = create_celery(get_settings(), broker)
@@ -69,7 +97,7 @@ def test_database_restart_while_a_task_waits(services) -> None:  # type: ignore[
     second = watched / "second.md"
     second.write_text("# Two\n\nDuring the outage.")
     app.send_task(TASK_INGEST, args=[str(second)])  # fails, and is retried with backoff
-    time.sleep(3)
+    log_shows(watched.parent / "worker.log", "retry: Retry in")  # it did fail, and will retry
     restarted = EmbeddedPostgres(pg.data_dir)
     assert restarted.start() == pg_url  # same data dir, same socket
     try:
@@ -86,7 +114,7 @@ def test_redis_restart(services) -> None:  # type: ignore[no-untyped-def]
     app.send_task(TASK_INGEST, args=[str(one)])
     indexed(pg_url, one)
     redis.stop()
-    time.sleep(2)
+    log_shows(watched.parent / "worker.log", "Connection to broker lost")  # the worker saw it
     redis.start()
     two = watched / "two.md"
     two.write_text("# Two\n\nAfter.")
@@ -114,7 +142,7 @@ def test_tasks_queued_before_redis_is_killed_are_not_lost(
             f.write_text(f"# Queued {n}\n\nWritten while no worker was running.")
             app.send_task(TASK_INGEST, args=[str(f)])
         app.close()
-        time.sleep(2)  # appendfsync everysec: a second for the queue to reach the disk
+        aof_written(broker)
         assert redis.proc is not None
         redis.proc.kill()  # no shutdown, no final save: only the append-only file is left
         redis.proc.wait()
