@@ -63,8 +63,8 @@ def log_shows(log: Path, text: str, timeout_s: float = 120) -> None:
     """Wait until the worker's log contains `text`; fail with the log's tail at the deadline."""
     deadline = time.monotonic() + timeout_s
     while text not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"no {text!r} in the worker log:\n" + (
-            log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, (
+            f"no {text!r} in the worker log:\n" + (log.read_text(errors="replace")[-3000:])
         )
         time.sleep(0.2)
 
