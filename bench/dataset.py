@@ -22,9 +22,9 @@ from .synthetic import DESCRIPTION, DIM, SyntheticCorpus
 META = "bench-dataset.json"
 HNSW = "chunks_embedding_hnsw"
 HALFVEC = "chunks_embedding_halfvec_hnsw"
-POSTINGS = "bm25_postings_top"  # migration 0011's index, as it defines it
+POSTINGS = "bm25_postings_top"  # migration 0012's index, as it defines it
 POSTINGS_SQL = (
-    f"CREATE INDEX {POSTINGS} ON bm25_postings (lexeme, collection, rank DESC, chunk_id)"
+    f"CREATE INDEX {POSTINGS} ON bm25_postings (term_id, rank DESC, chunk_id)"
     " INCLUDE (tf, len);"
     " CREATE INDEX bm25_postings_chunk ON bm25_postings (chunk_id)"
 )
