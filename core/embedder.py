@@ -191,7 +191,8 @@ class _OnnxRunner:
             out[idx] = vecs
         assert out is not None
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        normalised: np.ndarray = out / np.maximum(norms, 1e-12)
+        return normalised
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -116,7 +116,8 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
             out = self.model({**constants, **dict(zip(names, tensors, strict=True))})
-            return out["sentence_embedding"]
+            embedding: torch.Tensor = out["sentence_embedding"]
+            return embedding
 
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with torch.no_grad(), warnings.catch_warnings():
