@@ -3,10 +3,11 @@ triggers keep, summed over the collections the caller may read) and pgvector HNS
 filtered inside its own SQL.
 
 The BM25 leg has two plans. "impact" (the default) reads the best `prune` postings of each query
-lexeme in each collection in scope (bm25_postings, migration 0011) and scores them exactly; a
-chunk outside every one of those lists is not a candidate. "exact" scores every chunk whose tsvector
-matches any query lexeme (GIN): its cost grows with the corpus. A search filtered by anything but
-collections (path, type, dates, metadata) takes the exact plan, so pruning never empties it."""
+lexeme in each collection in scope (bm25_postings, migrations 0011 and 0012) and scores them
+exactly; a chunk outside every one of those lists is not a candidate. "exact" scores every chunk
+whose tsvector matches any query lexeme (GIN): its cost grows with the corpus. A search filtered by
+anything but collections (path, type, dates, metadata) takes the exact plan, so pruning never
+empties it."""
 
 from __future__ import annotations
 
@@ -69,24 +70,23 @@ lexical AS (
     LIMIT %(n)s
 )"""
 
-# The same score from the postings: for each query lexeme and each collection in scope (a row of
-# bm25_collection_stats, one per collection), the first `prune` postings in rank order (an
-# index-only scan of bm25_postings_top), scored with the scope's idf and average length; the best
-# `n` summed scores, then the filter: the postings were read in scope already (readable and asked
-# collections), so the filter can only drop chunks of a document marked deleted (whose chunks are
-# deleted with the mark); joining every candidate to the wide chunks rows before the LIMIT cost a
-# random heap read each. q_terms is materialized: inlined, its df lookups ran once per posting.
+# The same score from the postings: for each query lexeme and each collection in scope that holds
+# it (its term row in bm25_collection_terms, one per lexeme and collection, with the term's id),
+# the first `prune` postings of that term in rank order (an index-only scan of bm25_postings_top),
+# scored with the scope's idf and average length; the best `n` summed scores, then the filter: the
+# postings were read in scope already (readable and asked collections), so the filter can only
+# drop chunks of a document marked deleted (whose chunks are deleted with the mark); joining every
+# candidate to the wide chunks rows before the LIMIT cost a random heap read each. q_terms is
+# materialized: inlined, its df lookups ran once per posting.
 _IMPACT = """
 lex_hits AS MATERIALIZED (
     SELECT p.chunk_id, sum(qt.idf * p.tf * (%(k1)s::float8 + 1) / (p.tf + %(k1)s::float8
                * (1 - %(b)s::float8 + %(b)s::float8 * p.len / greatest(qt.avgdl, 1)))) AS score
     FROM q_terms qt
-    CROSS JOIN (
-        SELECT tc.collection FROM bm25_collection_stats tc WHERE <SCOPE:tc> AND <ASKED:tc>
-    ) tc
+    JOIN bm25_collection_terms tt ON tt.lexeme = qt.lexeme AND <SCOPE:tt> AND <ASKED:tt>
     CROSS JOIN LATERAL (
         SELECT bp.chunk_id, bp.tf, bp.len FROM bm25_postings bp
-        WHERE bp.lexeme = qt.lexeme AND bp.collection = tc.collection
+        WHERE bp.term_id = tt.id
         ORDER BY bp.rank DESC
         LIMIT %(prune)s
     ) p
@@ -178,14 +178,14 @@ def build_sql(mode: Mode, opts: LegOptions) -> tuple[str, dict[str, Any]]:
         _DENSE if mode != "lexical" else _EMPTY["dense"],
     ]
     sql = "WITH " + ",\n".join(legs).replace("<FILTER>", cond) + _SELECT
-    for alias in ("s", "bt", "tc"):
+    for alias in ("s", "bt", "tt"):
         in_scope, scope_params = opts.filter.render_scope(alias)
         sql = sql.replace(f"<SCOPE:{alias}>", in_scope)
         params.update(scope_params)
     asked = "true"
     if opts.filter.collections is not None:  # the same parameter as render's
-        asked = "tc.collection = ANY(%(f_collections)s::text[])"
-    sql = sql.replace("<ASKED:tc>", asked)
+        asked = "tt.collection = ANY(%(f_collections)s::text[])"
+    sql = sql.replace("<ASKED:tt>", asked)
     params.update(n=opts.candidates, k1=opts.bm25_k1, b=opts.bm25_b)
     if impact and mode != "dense":
         params["prune"] = opts.prune
