@@ -265,6 +265,9 @@ async def ask_all(
             for name in [*names[i % len(names) :], *names[: i % len(names)]]:
                 out[name].append(await ask(client, servers[name], headers, q, args))
             say(f"{i + 1}/{len(questions)} asked")
+            if args.json:  # a long run leaves its answers so far behind if it is stopped
+                partial = {name: score(rows) for name, rows in out.items()}
+                write_json(args.json.with_suffix(".partial.json"), {"scores": partial, **out})
     return out
 
 

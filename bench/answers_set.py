@@ -1,4 +1,4 @@
-"""The household library `hearth bench answers` asks about: twelve made-up but realistic files in
+"""The household library `hearth bench answers` asks about: eleven made-up but realistic files in
 eight formats (written at run time, the same text each run), 25 questions they answer
 (each with the file that answers it and the facts the answer must carry) and 6 they do not.
 
