@@ -8,6 +8,11 @@ and clients would otherwise time out), and a later failure is an error event bef
 A client that goes away closes the backend stream, which makes vLLM abort the request (and the
 turn is not stored).
 
+Plain chat (no retrieval) relays the backend's bytes as they come, a read at a time (api.sse),
+and adds only its own `[DONE]` (the conversation's id is in the X-Conversation-Id header). A
+grounded answer takes each read's tokens at once: one citation check and one event per read,
+written with orjson.
+
 A backend that fails mid-answer (killed, connection reset, read timeout) ends the stream at once:
 the text already sent, a chunk with its sources (no finish_reason), an OpenAI-shaped error event
 and `[DONE]`. The turn is stored with that partial text, its citations checked as usual, marked
@@ -19,26 +24,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi.responses import StreamingResponse
 
 from .chat import NOT_COVERED, Services, Turn, ground
 from .errors import APIError, error_body
-from .llm import LLMError
-from .turn_end import AnswerFlow, extras, store
+from .llm import LLMError, parse_event
+from .sse import Block, BrokenEvent, parse
+from .turn_end import AnswerFlow, Ending, extras, store
 from .window import retry_on_overflow
 
-KEEPALIVE = ": keep-alive\n\n"
-Upstream = AsyncIterator[dict[str, Any]]
-Started = tuple[dict[str, Any] | None, Upstream | None]
+KEEPALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"
+Upstream = AsyncIterator[Block]
+Started = tuple[Block | None, Upstream | None]
 
 
-def sse(obj: dict[str, Any] | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 async def _start(state: Services, turn: Turn) -> Started:
@@ -48,7 +55,9 @@ async def _start(state: Services, turn: Turn) -> Started:
         return None, None
 
     async def open_stream() -> Started:
-        upstream = state.llm.stream(turn.messages, **turn.params)
+        options = turn.request.stream_options
+        asked = bool(options and options.include_usage)
+        upstream = state.llm.stream_blocks(turn.messages, keep_usage=asked, **turn.params)
         try:
             return await anext(upstream), upstream
         except StopAsyncIteration:
@@ -68,6 +77,7 @@ async def respond(state: Services, turn: Turn, headers: dict[str, str]) -> Strea
     if task.done():
         first, upstream = task.result()  # an APIError here is a JSON error response
         body = _relay(state, turn, first, upstream)
+
     else:
         body = _after_keepalives(state, turn, task)
     return StreamingResponse(
@@ -79,7 +89,7 @@ async def respond(state: Services, turn: Turn, headers: dict[str, str]) -> Strea
 
 async def _after_keepalives(
     state: Services, turn: Turn, task: asyncio.Task[Started]
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     try:
         while not task.done():
             yield KEEPALIVE
@@ -89,7 +99,7 @@ async def _after_keepalives(
             first, upstream = task.result()
         except APIError as exc:
             yield sse(error_body(exc.status, exc.message, exc.param, exc.code))
-            yield sse("[DONE]")
+            yield DONE
             return
         async for piece in _relay(state, turn, first, upstream):
             yield piece
@@ -104,19 +114,88 @@ async def _after_keepalives(
                     await upstream.aclose()  # type: ignore[attr-defined]
 
 
-async def _relay(
-    state: Services, turn: Turn, first: dict[str, Any] | None, upstream: Upstream | None
-) -> AsyncIterator[str]:
-    base = {
+def _relay(
+    state: Services, turn: Turn, first: Block | None, upstream: Upstream | None
+) -> AsyncIterator[bytes]:
+    if upstream is not None and not turn.rag:
+        return _passthrough(state, turn, first, upstream)
+    return _grounded(state, turn, first, upstream)
+
+
+async def _passthrough(
+    state: Services, turn: Turn, first: Block | None, upstream: Upstream
+) -> AsyncIterator[bytes]:
+    """Plain chat: the backend's events as it sent them; the answer's text is read from them
+    once the stream is over, for the conversation and the request log."""
+    said: list[bytes] = []
+    usage: dict[str, Any] | None = None
+    failed: LLMError | None = None
+    timed = False
+    try:
+        async for block in _chain(first, upstream):
+            if block.content and not timed:
+                state.metrics.ttft.observe(time.perf_counter() - turn.started)
+                timed = True
+            usage = block.usage or usage
+            said += block.data
+            if block.raw:
+                yield block.raw
+    except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
+        state.metrics.llm_error(exc)
+        failed = exc
+    finally:
+        await upstream.aclose()  # type: ignore[attr-defined]
+    end = Ending(_text(said), "")
+    options = turn.request.stream_options
+    if failed is None and options and options.include_usage and usage is None:
+        yield sse({**_base(turn), "choices": [], "usage": _zero_usage()})
+    if failed is not None:
+        yield sse(error_body(failed.status, failed.message, code=failed.code))
+    yield DONE
+    if failed is None or end.answer.strip():
+        await store(state, turn, end, usage, incomplete=failed is not None)
+
+
+def _text(data: list[bytes]) -> str:
+    """The answer text in a plain stream's events (parsed once, at its end)."""
+    parts: list[str] = []
+    for item in data:
+        try:
+            chunk = parse(item)
+        except BrokenEvent:
+            continue
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, dict):
+                content = (choice.get("delta") or {}).get("content")
+                if isinstance(content, str):
+                    parts.append(content)
+    return "".join(parts)
+
+
+def _base(turn: Turn) -> dict[str, Any]:
+    return {
         "id": turn.id,
         "object": "chat.completion.chunk",
         "created": turn.created,
         "model": turn.request.model,
     }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+
+async def _grounded(
+    state: Services, turn: Turn, first: Block | None, upstream: Upstream | None
+) -> AsyncIterator[bytes]:
+    """A grounded answer: each read's tokens checked (citations) and sent as one event."""
+    base = _base(turn)
+    # an event carrying text is this around the text's JSON: no dict is built per read
+    pre = b"data: " + orjson.dumps(base)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
+    post = b'},"finish_reason":null,"logprobs":null}]}\n\n'
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return sse({**base, "choices": [choice], **extra})
+
+    def content(text: str) -> bytes:
+        return pre + orjson.dumps(text) + post
 
     flow = AnswerFlow(state, turn)
     finish: str | None = None
@@ -125,20 +204,26 @@ async def _relay(
     yield chunk({"role": "assistant", "content": ""})
     try:
         if upstream is None:  # nothing relevant was found: say so, without the model
-            yield chunk({"content": flow.feed(NOT_COVERED)})
+            yield content(flow.feed(NOT_COVERED))
         else:
-            pending = [first] if first is not None else []
-            async for item in _chain(pending, upstream):
-                usage = item.get("usage") or usage
-                for choice in item.get("choices") or []:
-                    finish = choice.get("finish_reason") or finish
-                    piece = (choice.get("delta") or {}).get("content") or ""
-                    first_text = not flow.started
-                    text = flow.feed(piece)
-                    if text:
-                        if first_text:
-                            state.metrics.ttft.observe(time.perf_counter() - turn.started)
-                        yield chunk({"content": text})
+            async for block in _chain(first, upstream):
+                usage = block.usage or usage
+                pieces: list[str] = []
+                for data in block.data:
+                    item = parse_event(data)
+                    for choice in item.get("choices") or []:
+                        finish = choice.get("finish_reason") or finish
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            pieces.append(piece)
+                if not pieces:
+                    continue
+                first_text = not flow.started
+                text = flow.feed("".join(pieces))
+                if text:
+                    if first_text:
+                        state.metrics.ttft.observe(time.perf_counter() - turn.started)
+                    yield content(text)
     except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
         state.metrics.llm_error(exc)
         failed = exc
@@ -157,12 +242,12 @@ async def _relay(
             delta = {"content": rest} if rest else {}
             yield chunk({**delta, **last}, **extras(turn, end.sources, end.shaped))
         yield sse(error_body(failed.status, failed.message, code=failed.code))
-        yield sse("[DONE]")
+        yield DONE
         if end.answer.strip():
             await store(state, turn, end, usage, incomplete=True)
         return
     if rest:
-        yield chunk({"content": rest})
+        yield content(rest)
     # Open WebUI's source events: chunks without choices, which its parser emits and saves
     for event in end.shaped.get("events", []):
         yield sse({**base, "choices": [], "event": event})
@@ -170,7 +255,7 @@ async def _relay(
     options = turn.request.stream_options
     if options and options.include_usage:
         yield sse({**base, "choices": [], "usage": usage or _zero_usage()})
-    yield sse("[DONE]")
+    yield DONE
     await store(state, turn, end, usage)
 
 
@@ -178,8 +263,8 @@ def _zero_usage() -> dict[str, int]:
     return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
-async def _chain(pending: list[dict[str, Any]], upstream: Upstream) -> Upstream:
-    for item in pending:
-        yield item
-    async for item in upstream:
-        yield item
+async def _chain(first: Block | None, upstream: Upstream) -> Upstream:
+    if first is not None:
+        yield first
+    async for block in upstream:
+        yield block

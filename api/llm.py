@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
 from .backends import Overflow, Window, discover, error_fields, parse_overflow
+from .sse import Block, BrokenEvent, ErrorEvent, Scanner, parse
 
 log = logging.getLogger(__name__)
 
@@ -415,23 +415,37 @@ class LLMClient:
     async def stream(
         self, messages: list[dict[str, str]], **params: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield the backend's `chat.completion.chunk` objects as they arrive. Closing this
-        generator (the client went away) closes the backend connection, which makes vLLM abort
-        the request.
+        """Yield the backend's `chat.completion.chunk` objects as they arrive (stream_blocks,
+        parsed)."""
+        blocks = self.stream_blocks(messages, **params)
+        try:
+            async for block in blocks:
+                for data in block.data:
+                    yield parse_event(data)
+        finally:
+            await blocks.aclose()  # type: ignore[attr-defined]
+
+    async def stream_blocks(
+        self, messages: list[dict[str, str]], *, keep_usage: bool = True, **params: Any
+    ) -> AsyncIterator[Block]:
+        """Yield the backend's stream one read at a time: the complete SSE lines that arrived
+        together, as it sent them (api.sse), without its `[DONE]`. Closing this generator (the
+        client went away) closes the backend connection, which makes vLLM abort the request.
+        `keep_usage` False takes the usage-only event out of `raw` (the client did not ask for
+        it); its numbers are in the block's `usage` all the same.
 
         A backend that fails mid-answer (killed, reset, timed out, an error event, or its stream
-        ends with neither a finish_reason nor `[DONE]`) raises LLMError after the chunks already
+        ends with neither a finish_reason nor `[DONE]`) raises LLMError after the blocks already
         yielded; only a request nothing was yielded for moves on to the next backend. One that
         fails after its finish_reason (before `[DONE]`) has given the whole answer: it just ends.
         A stream that ends before its first event (llama-cpp-python's way of refusing a prompt)
         is asked again without streaming, so the caller gets the backend's own error."""
         self._wake()
         body = self._body(messages, True, params)
-        sent = finished = False
+        sent = False
         for backend, last in _with_last(self._order()):
-            events = pieces = 0
+            scan = Scanner(keep_usage=keep_usage)
             first: float | None = None  # when the first token came
-            usage_tokens: int | None = None
             backend.in_flight += 1
             self._progress(backend)
             try:
@@ -444,50 +458,39 @@ class LLMClient:
                     if resp.status_code >= 400:
                         await resp.aread()
                         self._check_response(backend, resp)
-                    done = False
-                    async for line in resp.aiter_lines():
+                    # after [DONE] the body is read on to its end (the backend ends it there):
+                    # a response left unread closes its connection instead of keeping it
+                    async for received in resp.aiter_bytes():
                         self._progress(backend)
-                        if done or not line.startswith("data:"):
+                        try:
+                            block = scan.feed(received)
+                        except (BrokenEvent, ErrorEvent) as exc:
+                            self._stream_error(backend, exc, resp.status_code)
+                        if block is None:
                             continue
-                        data = line[5:].strip()
-                        events += 1
-                        if data == "[DONE]":
-                            # read on to the end of the body (the backend ends it here): a
-                            # response left unread closes its connection instead of keeping it
-                            done = True
-                            continue
-                        chunk = self._event(backend, data, resp.status_code)
-                        finished = finished or any(
-                            c.get("finish_reason") for c in chunk.get("choices") or []
-                        )
-                        if any(
-                            (c.get("delta") or {}).get("content")
-                            for c in chunk.get("choices") or []
-                        ):
-                            pieces += 1
-                            first = first or time.monotonic()
-                        usage = chunk.get("usage")
-                        if isinstance(usage, dict) and isinstance(
-                            usage.get("completion_tokens"), int
-                        ):
-                            usage_tokens = usage["completion_tokens"]
+                        if block.content and first is None:
+                            first = time.monotonic()
                         if not sent:
                             backend.mark_up()
                         sent = True
-                        yield chunk
-                    if first is not None and (done or finished):
+                        yield block
+                    try:
+                        scan.end()
+                    except BrokenEvent as exc:
+                        self._stream_error(backend, exc, resp.status_code)
+                    if first is not None and (scan.done or scan.finished):
                         # from the first token on: the decoding speed, without the prompt's time
-                        tokens = (usage_tokens or pieces) - 1
-                        self.measure(backend, tokens, time.monotonic() - first)
-                    if done and not finished:
+                        tokens = _completion_tokens(scan.usage) or scan.pieces
+                        self.measure(backend, tokens - 1, time.monotonic() - first)
+                    if scan.done and not scan.finished:
                         # llama-cpp-python ends an answer so when another request reaches it
                         raise LLMError(
                             502,
                             "the language model backend ended the answer before finishing it "
                             "([DONE] without a finish_reason)",
                         )
-                    if not finished:
-                        if events:
+                    if not scan.finished:
+                        if scan.events:
                             raise LLMError(
                                 502, "the language model backend's stream ended mid-answer"
                             )
@@ -503,13 +506,13 @@ class LLMClient:
                 if last or sent:
                     raise _as_llm_error(exc) from exc
             except httpx.TimeoutException as exc:
-                if finished:
+                if scan.finished:
                     return
                 raise _as_llm_error(exc) from exc
             except httpx.HTTPError as exc:
-                if finished:
+                if scan.finished:
                     return
-                if not events:  # cut before its first event: ask why
+                if not scan.events:  # cut before its first event: ask why
                     await self._diagnose(backend, body)
                 raise _as_llm_error(exc) from exc
             finally:
@@ -534,22 +537,19 @@ class LLMClient:
                 self._check_response(backend, resp)
             return
 
-    def _event(self, backend: Backend, data: str, status: int) -> dict[str, Any]:
-        """One streamed chunk. A broken one (e.g. the last line of a stream cut short) is a
-        502; an error event (llama.cpp's and vLLM's way after the first token) is raised as
-        the backend's own error."""
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            chunk = None
-        if not isinstance(chunk, dict):
-            raise LLMError(502, f"the language model backend sent a broken event: {data[:100]!r}")
-        if "error" in chunk and not chunk.get("choices"):
-            err = chunk["error"]
-            code = err.get("code") if isinstance(err, dict) else None
-            status = code if isinstance(code, int) and 400 <= code < 600 else 500
-            _raise_error(backend, status, chunk)
-        return chunk
+    def _stream_error(
+        self, backend: Backend, exc: BrokenEvent | ErrorEvent, status: int
+    ) -> NoReturn:
+        """A broken event (e.g. the last line of a stream cut short) is a 502; an error event
+        (llama.cpp's and vLLM's way after the first token) is raised as the backend's own error."""
+        if isinstance(exc, BrokenEvent):
+            raise LLMError(
+                502, f"the language model backend sent a broken event: {exc.args[0]!r}"
+            ) from None
+        err = exc.body["error"]
+        code = err.get("code") if isinstance(err, dict) else None
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        _raise_error(backend, status, exc.body)
 
     def _check_response(self, backend: Backend, resp: httpx.Response) -> None:
         if resp.status_code in _RETRY:
@@ -593,6 +593,21 @@ def _num(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
 
 
+def parse_event(data: bytes) -> dict[str, Any]:
+    """One streamed chunk's JSON; a broken one is a 502."""
+    try:
+        return parse(data)
+    except BrokenEvent as exc:
+        raise LLMError(
+            502, f"the language model backend sent a broken event: {exc.args[0]!r}"
+        ) from None
+
+
+def _completion_tokens(usage: dict[str, Any] | None) -> int | None:
+    tokens = (usage or {}).get("completion_tokens")
+    return tokens if isinstance(tokens, int) else None
+
+
 def _with_last(items: list[Backend]) -> list[tuple[Backend, bool]]:
     return [(b, i == len(items) - 1) for i, b in enumerate(items)]
 
@@ -617,7 +632,7 @@ def _raise_for_status(backend: Backend, resp: httpx.Response) -> None:
     _raise_error(backend, resp.status_code, body)
 
 
-def _raise_error(backend: Backend, status: int, body: Any) -> None:
+def _raise_error(backend: Backend, status: int, body: Any) -> NoReturn:
     """Raise the backend's error `body` (answered with `status`) as Hearth's, in its words."""
     message = error_fields(body)[0] or (body if isinstance(body, str) else "") or f"HTTP {status}"
     overflow = parse_overflow(status, body)

@@ -48,7 +48,6 @@ from .litellm_venv import executable
 from .sse_client import StreamResult, Target, run_async, stream_chat
 
 LITELLM = executable()
-TARGETS = ("direct", "hearth", "litellm")
 LABELS = {
     "direct": "direct to the mock",
     "hearth": "Hearth (plain chat)",

@@ -104,13 +104,19 @@ class MockLLM:
         )
 
     async def _stream(self, text: str) -> AsyncIterator[str]:
+        # whole chunks, as vLLM sends them: plain chat relays them to the client as they are
+        base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0}
+        base["model"] = self.model
+
+        def event(delta: dict[str, str], finish: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+
         try:
             for word in text.split(" "):
                 await asyncio.sleep(1 / self.tokens_per_s if self.tokens_per_s else self.delay_s)
-                delta = {"content": word + " "}
-                piece = {"object": "chat.completion.chunk", "choices": [{"delta": delta}]}
-                yield f"data: {json.dumps(piece)}\n\n"
-            yield f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
+                yield event({"content": word + " "})
+            yield event({}, "stop")
             yield "data: [DONE]\n\n"
             self.finished += 1
         except (asyncio.CancelledError, GeneratorExit):
