@@ -27,8 +27,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
+from core.db import has_table
 from core.embedded import command_database_url
+from core.migrate import recorded
 from core.settings import Settings
+from retrieval import documents
+from retrieval.reembed import index_meta
 
 DUMP, MANIFEST, SETTINGS, UPLOADS = "database.dump", "manifest.json", "settings.json", "uploads"
 FORMAT = 1
@@ -94,23 +98,16 @@ def _run(argv: list[object], env: dict[str, str]) -> None:
 
 
 # --- what the database holds ---------------------------------------------------------------------
-def _has_table(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",)).fetchone()
-    return bool(row and row[0])
-
-
 def facts(conn: psycopg.Connection) -> dict[str, Any]:
     """Counts, migrations and index model: what a backup promises and a restore checks."""
     out: dict[str, Any] = {"migrations": [], "embed_model": None, "embed_dim": None, "counts": {}}
-    if _has_table(conn, "schema_migrations"):
-        rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
-        out["migrations"] = [int(r[0]) for r in rows]
-    if _has_table(conn, "index_meta"):
-        meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
+    out["migrations"] = sorted(recorded(conn))
+    if has_table(conn, "index_meta"):
+        meta = index_meta(conn)
         out["embed_model"] = meta.get("embed_model")
         out["embed_dim"] = int(meta["embed_dim"]) if meta.get("embed_dim") else None
     for table in COUNTED:
-        if _has_table(conn, table):
+        if has_table(conn, table):
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             out["counts"][table] = int(row[0]) if row else 0
     version = conn.execute("SHOW server_version_num").fetchone()
@@ -251,24 +248,6 @@ def _opened(source: Path, scratch: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remap_uploads(conn: psycopg.Connection, old: str, new: str) -> int:
-    """Point uploaded documents (and their attachments) stored under `old` at `new`."""
-    if old == new:
-        return 0
-    cur = conn.execute(
-        "UPDATE documents SET path = %(new)s || substr(path, length(%(old)s) + 1)"
-        " WHERE left(path, length(%(old)s) + 1) = %(old)s || '/'",
-        {"old": old, "new": new},
-    )
-    conn.execute(
-        "UPDATE documents SET metadata = jsonb_set(metadata, '{attachment_of}',"
-        " to_jsonb(%(new)s || substr(metadata ->> 'attachment_of', length(%(old)s) + 1)))"
-        " WHERE left(metadata ->> 'attachment_of', length(%(old)s) + 1) = %(old)s || '/'",
-        {"old": old, "new": new},
-    )
-    return cur.rowcount
-
-
 def _restore(folder: Path, settings: Settings, force: bool) -> int:
     if not (folder / MANIFEST).is_file():
         raise BackupError(f"{folder} is not a Hearth backup (it has no {MANIFEST})")
@@ -298,7 +277,7 @@ def _restore(folder: Path, settings: Settings, force: bool) -> int:
     if (folder / UPLOADS).is_dir():
         shutil.copytree(folder / UPLOADS, uploads, symlinks=True, dirs_exist_ok=True)
     with psycopg.connect(url, autocommit=True) as conn:
-        moved = _remap_uploads(conn, manifest["uploads_dir"], str(uploads.resolve()))
+        moved = documents.move_uploads(conn, manifest["uploads_dir"], str(uploads.resolve()))
         now = facts(conn)
     return _report(manifest, now, _tree_size(uploads)[0], moved, settings)
 

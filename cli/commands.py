@@ -19,7 +19,7 @@ from core.logs import setup_logging
 from core.migrate import IndexModelMismatch, migrate
 from core.offline import go_offline
 from core.settings import Settings
-from retrieval import collections
+from retrieval import collections, documents
 
 from . import search as search_cli
 
@@ -272,14 +272,8 @@ def _origin(path: Path, settings: Settings, collection: str) -> tuple[str, str]:
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     with connect(command_database_url(settings)) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*), coalesce(sum(chunk_count), 0) FROM documents"
-            " GROUP BY status ORDER BY status"
-        ).fetchall()
-        failed = conn.execute(
-            "SELECT path, error FROM documents WHERE status IN ('failed', 'needs_ocr')"
-            " ORDER BY updated_at DESC LIMIT 20"
-        ).fetchall()
+        rows = documents.status_summary(conn)
+        failed = documents.recent_problems(conn, 20)
     if args.json:
         import json
 

@@ -20,11 +20,13 @@ import httpx
 import psycopg
 
 from api.backends import Window, discover
+from core.db import has_table
 from core.embedded import command_database_url, redis_socket
 from core.embedder import embedder_for, embedding_dim
-from core.migrate import available
+from core.migrate import available, recorded
 from core.offline import go_offline
 from core.settings import Settings
+from retrieval.reembed import index_meta
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_PGVECTOR = (0, 8)
@@ -117,20 +119,13 @@ def database_checks(settings: Settings) -> tuple[list[Check], dict[str, str] | N
         checks.append(_migrations(conn))
         checks.append(_pgvector(conn))
         meta: dict[str, str] | None = None
-        if _has_table(conn, "index_meta"):
-            meta = dict(conn.execute("SELECT key, value FROM index_meta").fetchall())
+        if has_table(conn, "index_meta"):
+            meta = index_meta(conn)
     return checks, meta
 
 
-def _has_table(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",)).fetchone()
-    return bool(row and row[0])
-
-
 def _migrations(conn: psycopg.Connection) -> Check:
-    have: set[int] = set()
-    if _has_table(conn, "schema_migrations"):
-        have = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    have = recorded(conn)
     known = {m.version: f"{m.version:04d}_{m.name}" for m in available()}
     unknown = sorted(have - set(known))
     if unknown:

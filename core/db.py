@@ -14,6 +14,13 @@ def has_vector_type(conn: psycopg.Connection) -> bool:
     return row is not None
 
 
+def has_table(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the table `name` exists in the public schema (a database never migrated has
+    none)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",)).fetchone()
+    return bool(row and row[0])
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """A synchronous connection with pgvector's types registered (when the extension exists)."""
     conn = psycopg.connect(url, autocommit=autocommit)

@@ -8,6 +8,8 @@ from importlib import resources
 
 import psycopg
 
+from .db import has_table, wait_for_db
+
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x48454152  # "HEAR": one migrator at a time
 
@@ -32,12 +34,28 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda x: x.version)
 
 
+_VERSIONS = "SELECT version FROM schema_migrations"
+
+
 def applied(conn: psycopg.Connection) -> set[int]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
         " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return {r[0] for r in conn.execute(_VERSIONS)}
+
+
+def recorded(conn: psycopg.Connection) -> set[int]:
+    """The versions applied to this database, changing nothing (none if it was never migrated)."""
+    return (
+        {r[0] for r in conn.execute(_VERSIONS)} if has_table(conn, "schema_migrations") else set()
+    )
+
+
+async def recorded_async(conn: psycopg.AsyncConnection) -> set[int]:
+    """The versions applied to this database (the API's readiness check; it was migrated)."""
+    cur = await conn.execute(_VERSIONS)
+    return {r[0] for r in await cur.fetchall()}
 
 
 def migrate(url: str, *, embed_model: str, embed_dim: int, reembed: bool = False) -> list[str]:
@@ -48,6 +66,7 @@ def migrate(url: str, *, embed_model: str, embed_dim: int, reembed: bool = False
     re-embedding (offline; `hearth reindex` changes the model while search keeps serving).
     """
     done: list[str] = []
+    wait_for_db(url)  # a server still starting (compose, a reboot) is waited for, not failed
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:

@@ -1,5 +1,11 @@
-"""Reading documents back for people (the Files API, `hearth ls`), and the few writes an upload
-needs: its queued row, and its removal from the index. Async, on the API's pool."""
+"""The `documents` table as people see and change it: listings and counts (the Files API, the
+chat UI, `hearth ls`, `hearth status`, /metrics), an upload's queued row, a delete, a forced
+re-index, and a restored backup's new uploads folder. Async on the API's pool, sync for the CLI.
+
+Together with retrieval.index (the ingestion's write path: a document's row by path, its status
+and generation, its chunks) this is the table's home: no other module reads or writes it, but
+for the search's join (retrieval.hybrid) and a collection's document count
+(retrieval.collections)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from psycopg.types.json import Jsonb
 # every status but 'deleted': what a listing shows
 LIVE_STATUSES = ("queued", "parsing", "embedding", "indexed", "failed", "needs_ocr")
 PROBLEM_STATUSES = ("failed", "needs_ocr")
+BUSY_STATUSES = ("queued", "parsing", "embedding")  # on its way through ingestion
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,14 @@ class DocumentInfo:
     purpose: str | None  # what the uploader said it was for (Files API); None for watched files
     created_at: datetime
     updated_at: datetime
+    indexed_at: datetime | None  # when its chunks were last written
 
 
-_SELECT = (
-    "SELECT id, path, source, collection, status, error, size, mime, title, chunk_count,"
-    " metadata->>'purpose', created_at, updated_at FROM documents"
+_COLUMNS = (
+    "id, path, source, collection, status, error, size, mime, title, chunk_count,"
+    " metadata->>'purpose', created_at, updated_at, indexed_at"
 )
+_SELECT = f"SELECT {_COLUMNS} FROM documents"
 
 
 def _info(row: Sequence[Any]) -> DocumentInfo:
@@ -97,9 +106,7 @@ async def create_upload(
     """The row of a freshly stored upload, queued for the workers."""
     cur = await conn.execute(
         "INSERT INTO documents (path, source, collection, size, status, metadata)"
-        " VALUES (%s, 'upload', %s, %s, 'queued', %s)"
-        " RETURNING id, path, source, collection, status, error, size, mime, title, chunk_count,"
-        " metadata->>'purpose', created_at, updated_at",
+        f" VALUES (%s, 'upload', %s, %s, 'queued', %s) RETURNING {_COLUMNS}",
         (path, collection, size, Jsonb({"purpose": purpose})),
     )
     row = await cur.fetchone()
@@ -129,3 +136,84 @@ async def delete_document(conn: psycopg.AsyncConnection, doc_id: int, path: str)
         if row:
             await conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
     return row is not None
+
+
+@dataclass(frozen=True)
+class Requeued:
+    path: str
+    collection: str
+    source: str
+    previous_status: str
+    generation: int  # the document's: if it is deleted before the task runs, the task does nothing
+
+
+async def mark_for_reindex(conn: psycopg.AsyncConnection, doc_id: int) -> Requeued | None:
+    """Queue a settled document to be parsed and embedded again even if its file is unchanged
+    (the worker skips a file whose content hash it has already indexed; this forgets the hash).
+    Its chunks stay searchable until new ones replace them. None when the document is unknown,
+    deleted, or already on its way through ingestion."""
+    cur = await conn.execute(
+        "UPDATE documents d SET status = 'queued', content_hash = NULL, error = NULL,"
+        " updated_at = now() FROM (SELECT id, status FROM documents WHERE id = %s FOR UPDATE) old"
+        " WHERE d.id = old.id AND old.status <> 'deleted' AND old.status <> ALL(%s)"
+        " RETURNING d.path, d.collection, d.source, old.status, d.generation",
+        (doc_id, list(BUSY_STATUSES)),
+    )
+    row = await cur.fetchone()
+    return Requeued(*row) if row else None
+
+
+async def restore_status(conn: psycopg.AsyncConnection, doc_id: int, status: str) -> None:
+    """Undo `mark_for_reindex` when the task could not be queued (the hash stays forgotten, so
+    the next rescan parses the file again: harmless)."""
+    await conn.execute(
+        "UPDATE documents SET status = %s, updated_at = now() WHERE id = %s AND status = 'queued'",
+        (status, doc_id),
+    )
+
+
+_BY_STATUS = (
+    "SELECT status, count(*), coalesce(sum(chunk_count), 0) FROM documents"
+    " GROUP BY status ORDER BY status"
+)
+
+
+async def count_by_status(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """How many documents are in each status (deleted ones too)."""
+    cur = await conn.execute(_BY_STATUS)
+    return {str(status): int(n) for status, n, _ in await cur.fetchall()}
+
+
+def status_summary(conn: psycopg.Connection) -> list[tuple[str, int, int]]:
+    """(status, documents, chunks) for each status, in status order."""
+    rows = conn.execute(_BY_STATUS).fetchall()
+    return [(str(s), int(n), int(c)) for s, n, c in rows]
+
+
+def recent_problems(conn: psycopg.Connection, limit: int = 20) -> list[tuple[str, str | None]]:
+    """(path, error) of the documents that failed or need OCR, most recently changed first."""
+    rows = conn.execute(
+        "SELECT path, error FROM documents WHERE status = ANY(%s)"
+        " ORDER BY updated_at DESC LIMIT %s",
+        (list(PROBLEM_STATUSES), limit),
+    ).fetchall()
+    return [(str(p), e) for p, e in rows]
+
+
+def move_uploads(conn: psycopg.Connection, old: str, new: str) -> int:
+    """Point uploaded documents (and their attachments) stored under the folder `old` at the
+    same files under `new` (a backup restored elsewhere); how many documents moved."""
+    if old == new:
+        return 0
+    cur = conn.execute(
+        "UPDATE documents SET path = %(new)s || substr(path, length(%(old)s) + 1)"
+        " WHERE left(path, length(%(old)s) + 1) = %(old)s || '/'",
+        {"old": old, "new": new},
+    )
+    conn.execute(
+        "UPDATE documents SET metadata = jsonb_set(metadata, '{attachment_of}',"
+        " to_jsonb(%(new)s || substr(metadata ->> 'attachment_of', length(%(old)s) + 1)))"
+        " WHERE left(metadata ->> 'attachment_of', length(%(old)s) + 1) = %(old)s || '/'",
+        {"old": old, "new": new},
+    )
+    return cur.rowcount

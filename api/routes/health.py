@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from core.migrate import available
+from core.migrate import available, recorded_async
 from core.settings import redis_client_url
 
 from ..state import State
@@ -42,8 +42,7 @@ async def _check_db(state: State) -> str:
 
 async def _check_migrations(state: State) -> str:
     async with state.pool.connection(timeout=3) as conn:
-        cur = await conn.execute("SELECT version FROM schema_migrations")
-        applied = {row[0] for row in await cur.fetchall()}
+        applied = await recorded_async(conn)
     pending = [
         name for version, name in sorted(known_migrations().items()) if version not in applied
     ]

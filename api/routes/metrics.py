@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from retrieval.documents import LIVE_STATUSES
+from retrieval.documents import LIVE_STATUSES, count_by_status
 from workers.celery_app import INGEST_QUEUE, INTERACTIVE_QUEUE
 from workers.metrics import EMBED_KEY, FILES_KEY, TASKS_KEY
 
@@ -75,8 +75,7 @@ async def refresh(state: AppState) -> None:
 
 async def _documents_by_status(state: AppState) -> dict[str, int]:
     async with asyncio.timeout(READ_TIMEOUT_S), state.pool.connection() as conn:
-        cur = await conn.execute("SELECT status, count(*) FROM documents GROUP BY status")
-        return {status: int(n) for status, n in await cur.fetchall()}
+        return await count_by_status(conn)
 
 
 async def _queue_depths(redis: aioredis.Redis | None) -> dict[str, int]:

@@ -16,6 +16,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from retrieval import documents as index_documents
+
 from ..auth import CurrentUser
 from ..errors import APIError
 from ..state import State
@@ -132,8 +134,10 @@ async def me(user: CurrentUser) -> dict[str, Any]:
 async def documents(state: State, user: CurrentUser) -> dict[str, Any]:
     """The documents the user may read, with status, chunk count and when last indexed."""
     async with state.pool.connection() as conn:
-        data = await ui_documents.list_documents(conn, await access.readable(conn, user))
-    return {"object": "list", "data": data}
+        docs = await index_documents.list_documents(
+            conn, readable=await access.readable(conn, user), limit=1000
+        )
+    return {"object": "list", "data": [ui_documents.view(d) for d in docs]}
 
 
 @router.post("/ui/documents/{doc_id}/reindex")
@@ -143,10 +147,10 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
     if state.celery is None:
         raise APIError(503, "Re-indexing needs the ingestion queue; REDIS_URL is not set.")
     async with state.pool.connection() as conn:
-        found = await ui_documents.find(conn, doc_id, await access.readable(conn, user))
+        found = await index_documents.get_document(conn, doc_id, await access.readable(conn, user))
         if found is None:
             raise APIError(404, f"No such File object: file-{doc_id}", code="not_found")
-        status, collection = found
+        status, collection = found.status, found.collection
         if not await access.may_write(conn, user, collection):
             raise APIError(
                 403,
@@ -154,8 +158,8 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
                 code="collection_forbidden",
             )
         queued = None
-        if status not in ui_documents.BUSY_STATUSES:
-            queued = await ui_documents.mark_for_reindex(conn, doc_id)
+        if status not in index_documents.BUSY_STATUSES:
+            queued = await index_documents.mark_for_reindex(conn, doc_id)
     if queued is None:
         raise APIError(409, f"file-{doc_id} is already being indexed.", code="busy")
     try:
@@ -165,6 +169,6 @@ async def reindex(doc_id: int, state: State, user: CurrentUser) -> dict[str, Any
     except Exception:
         log.exception("could not queue the re-index of %s", queued.path)
         async with state.pool.connection() as conn:
-            await ui_documents.restore_status(conn, doc_id, queued.previous_status)
+            await index_documents.restore_status(conn, doc_id, queued.previous_status)
         raise APIError(503, "The ingestion queue is unreachable; try again later.") from None
     return {"id": f"file-{doc_id}", "status": "queued", "filename": Path(queued.path).name}

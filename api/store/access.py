@@ -11,6 +11,9 @@ and admins write to it; its readers are the owner, admins (for ownerless ones), 
 holds a grant to themselves or to a group of theirs (`everyone` holds every user). A collection a
 user cannot read answers exactly like one that does not exist. Ownership changes only on an
 explicit transfer (`set_owner`).
+
+The home of `collection_grants` and `user_groups`; the `collections` rows themselves are read and
+written through their home, retrieval.collections (this module holds the rules).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Literal
 import psycopg
 
 from core.settings import valid_collection
+from retrieval import collections
 
-from .accounts import User
+from .accounts import User, find_user
 
 EVERYONE = "everyone"
 PERSONAL_PREFIX = "user-"  # names of this form are created with their user, nowhere else
@@ -37,9 +41,8 @@ async def readable(conn: psycopg.AsyncConnection, user: User) -> tuple[str, ...]
 
 async def may_write(conn: psycopg.AsyncConnection, user: User, collection: str) -> bool:
     """Owners write to their collections, admins to any existing one."""
-    cur = await conn.execute("SELECT owner_id FROM collections WHERE name = %s", (collection,))
-    row = await cur.fetchone()
-    return row is not None and (user.role == "admin" or row[0] == user.id)
+    found = await collections.get_async(conn, collection)
+    return found is not None and (user.role == "admin" or found.owner_id == user.id)
 
 
 async def upload_target(
@@ -83,10 +86,10 @@ class AccessConflict(ValueError):
 
 
 def _user_id(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT id FROM users WHERE name = %s", (name,)).fetchone()
-    if row is None:
+    user = find_user(conn, name)
+    if user is None:
         raise AccessError(f"no user named {name!r}")
-    return int(row[0])
+    return user.id
 
 
 def create_collection(conn: psycopg.Connection, name: str, owner: str | None) -> bool:
@@ -101,18 +104,10 @@ def create_collection(conn: psycopg.Connection, name: str, owner: str | None) ->
             " created with their user"
         )
     owner_id = _user_id(conn, owner) if owner else None
-    made = conn.execute(
-        "INSERT INTO collections (name, owner_id) VALUES (%s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING name",
-        (name, owner_id),
-    ).fetchone()
-    if made is not None:
+    if collections.create(conn, name, owner_id):
         return True
-    row = conn.execute(
-        "SELECT o.name FROM collections c LEFT JOIN users o ON o.id = c.owner_id WHERE c.name = %s",
-        (name,),
-    ).fetchone()
-    current = row[0] if row else None
+    found = collections.get(conn, name)
+    current = found.owner if found else None
     if current != owner:
         raise AccessConflict(
             f"collection {name!r} exists, owned by {current or 'the admins'}; to hand it over:"
@@ -126,30 +121,24 @@ def set_owner(conn: psycopg.Connection, name: str, owner: str | None) -> None:
     """Hand `name` over to `owner` (None: to the admins). The previous owner keeps no access
     unless a grant gives it. A personal collection stays with its user."""
     owner_id = _user_id(conn, owner) if owner else None
-    row = conn.execute(
-        "SELECT personal FROM collections WHERE name = %s FOR UPDATE", (name,)
-    ).fetchone()
-    if row is None:
+    found = collections.get(conn, name, lock=True)
+    if found is None:
         raise AccessError(f"no collection named {name!r}")
-    if row[0]:
+    if found.personal:
         raise AccessConflict(
             f"{name!r} is a personal collection and stays with its user; grant read access instead",
             "personal_collection",
         )
-    conn.execute("UPDATE collections SET owner_id = %s WHERE name = %s", (owner_id, name))
+    collections.set_owner(conn, name, owner_id)
 
 
 def personal_collection_of(conn: psycopg.Connection, user: str) -> str | None:
-    row = conn.execute(
-        "SELECT c.name FROM collections c JOIN users u ON u.id = c.owner_id"
-        " WHERE u.name = %s AND c.personal",
-        (user,),
-    ).fetchone()
-    return row[0] if row else None
+    found = find_user(conn, user)
+    return collections.personal_of(conn, found.id) if found else None
 
 
 def _existing(conn: psycopg.Connection, collection: str) -> None:
-    if not conn.execute("SELECT 1 FROM collections WHERE name = %s", (collection,)).fetchone():
+    if collections.get(conn, collection) is None:
         raise AccessError(f"no collection named {collection!r}")
 
 
@@ -206,19 +195,7 @@ def remove_from_group(conn: psycopg.Connection, user: str, group: str) -> bool:
 
 
 def list_collections(conn: psycopg.Connection) -> list[CollectionInfo]:
-    rows = conn.execute(
-        """
-        SELECT c.name, o.name,
-               coalesce(array_agg(DISTINCT coalesce(gu.name, 'group:' || g.group_name))
-                        FILTER (WHERE g.id IS NOT NULL), '{}'),
-               (SELECT count(*) FROM documents d
-                WHERE d.collection = c.name AND d.status <> 'deleted'),
-               c.personal
-        FROM collections c
-        LEFT JOIN users o ON o.id = c.owner_id
-        LEFT JOIN collection_grants g ON g.collection = c.name
-        LEFT JOIN users gu ON gu.id = g.user_id
-        GROUP BY c.name, o.name ORDER BY c.name
-        """
-    ).fetchall()
-    return [CollectionInfo(r[0], r[1], tuple(sorted(r[2])), int(r[3]), r[4]) for r in rows]
+    return [
+        CollectionInfo(name, owner, tuple(sorted(readers)), documents, personal)
+        for name, owner, readers, documents, personal in collections.listing(conn)
+    ]

@@ -78,12 +78,8 @@ def index_dataset(
 ) -> dict[int, str]:
     """Bring the index in line with the corpus (unchanged records are skipped); return the map
     from Hearth document id to BEIR doc id."""
-    have: dict[str, str | None] = dict(
-        conn.execute(
-            "SELECT path, content_hash FROM documents WHERE status = 'indexed' AND collection = %s",
-            (COLLECTION,),
-        ).fetchall()
-    )
+    prefix = doc_path(data.name, "")
+    have = {d.path: d.content_hash for d in _indexed_under(conn, prefix)}
     todo = [d for d in data.corpus.values() if have.get(doc_path(data.name, d.id)) != _hash(d)]
     done = len(data.corpus) - len(todo)
     for batch in _batches(todo, 64):
@@ -97,10 +93,9 @@ def index_dataset(
         done += len(batch)
         if progress:
             progress(done, len(data.corpus))
-    prefix = doc_path(data.name, "")
-    rows = conn.execute(
-        "SELECT id, substr(path, length(%s) + 1) FROM documents"
-        " WHERE status = 'indexed' AND starts_with(path, %s)",
-        (prefix, prefix),
-    ).fetchall()
-    return {int(i): str(d) for i, d in rows if d in data.corpus}
+    ids = {d.id: d.path[len(prefix) :] for d in _indexed_under(conn, prefix)}
+    return {i: d for i, d in ids.items() if d in data.corpus}
+
+
+def _indexed_under(conn: psycopg.Connection, prefix: str) -> list[index.DocumentRow]:
+    return [d for d in index.documents_under(conn, prefix) if d.status == "indexed"]
