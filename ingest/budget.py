@@ -52,12 +52,17 @@ class OutOfTime(Exception):
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Deadline:
     """When the file's time is up (None: never)."""
 
     timeout_s: float | None
     at: float | None
+
+    def extend(self, seconds: float) -> None:
+        """Give the file back time it spent waiting on other files' work (in a batch)."""
+        if self.at is not None and seconds > 0:
+            self.at += seconds
 
     @classmethod
     def start(cls, timeout_s: float | None) -> Deadline:

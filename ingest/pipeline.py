@@ -85,9 +85,11 @@ class IngestResult:
 @dataclass(frozen=True)
 class ParseStep:
     """A step asking for the document's private copy at `path` to be parsed: the reply is its
-    Parsed, or a ParseError thrown in."""
+    Parsed, or a ParseError thrown in. `deadline` is the document's (a batch extends it by the
+    time the document waits on others)."""
 
     path: Path
+    deadline: Deadline
 
 
 @dataclass(frozen=True)
@@ -419,7 +421,7 @@ def _ingest_open(
             index.set_status(conn, key, "parsing", collection=opts.collection, source=opts.source)
         conn.commit()
         try:
-            parsed: Parsed = yield ParseStep(copy)
+            parsed: Parsed = yield ParseStep(copy, deadline)
         except ParseError as exc:
             return fail(str(exc))
     if parsed.needs_ocr:
