@@ -1,9 +1,9 @@
-"""Bearer tokens: generated with a prefix, stored only as SHA-256, compared in constant time."""
+"""Bearer tokens: generated with a prefix, stored only as SHA-256 (api.store.accounts looks a
+token up by its digest and compares it in constant time)."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 TOKEN_PREFIX = "hearth_"
@@ -15,10 +15,6 @@ def new_token() -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def token_matches(token: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_token(token), stored_hash)
 
 
 def display_prefix(token: str) -> str:

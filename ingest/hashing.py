@@ -1,5 +1,4 @@
-"""Content fingerprints: a file's hash decides whether it is re-parsed, a text's whether it is
-re-embedded."""
+"""Content fingerprints: a file's hash decides whether it is re-parsed."""
 
 from __future__ import annotations
 
@@ -14,8 +13,3 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
         while block := fh.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
-
-
-def text_sha256(text: str) -> str:
-    """Hex SHA-256 of a text's UTF-8 encoding."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

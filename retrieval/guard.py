@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from . import index
+
 
 class Superseded(RuntimeError):
     """The document was deleted (or deleted and replaced) since this work started on it."""
@@ -38,10 +40,8 @@ class Generation:
 
 
 def read(conn: psycopg.Connection, path: str) -> Generation:
-    row = conn.execute(
-        "SELECT generation, status FROM documents WHERE path = %s", (path,)
-    ).fetchone()
-    return Generation(path, int(row[0]), str(row[1])) if row else Generation(path, None, None)
+    found = index.generation(conn, path)
+    return Generation(path, *found) if found else Generation(path, None, None)
 
 
 @contextlib.contextmanager
@@ -50,10 +50,8 @@ def write(conn: psycopg.Connection, seen: Generation) -> Iterator[None]:
     still as `seen`; raises Superseded when it is not. Afterwards `seen` follows the row, so a
     write that created it is seen by the next one. The caller commits, as after any write."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT generation FROM documents WHERE path = %s FOR UPDATE", (seen.path,)
-        ).fetchone()
-        if (int(row[0]) if row else None) != seen.value:
+        locked = index.generation(conn, seen.path, lock=True)
+        if (locked[0] if locked else None) != seen.value:
             raise Superseded(seen.path)
         yield
         found = read(conn, seen.path)

@@ -1,4 +1,8 @@
-"""Writing the index: documents and their chunks, one transaction per document."""
+"""Writing the index: documents and their chunks, one transaction per document.
+
+With retrieval.documents (documents as people list and change them) the home of the `documents`
+and `chunks` tables; chunks are also read by the search (retrieval.hybrid, retrieval.passages)
+and re-embedded by retrieval.reembed, which owns `index_meta`."""
 
 from __future__ import annotations
 
@@ -73,6 +77,16 @@ _ROW_SQL = (
 def get_document(conn: psycopg.Connection, path: str) -> DocumentRow | None:
     row = conn.execute(_ROW_SQL + " WHERE path = %s", (path,)).fetchone()
     return DocumentRow(*row) if row else None
+
+
+def generation(
+    conn: psycopg.Connection, path: str, *, lock: bool = False
+) -> tuple[int, str] | None:
+    """The generation and status of the document at `path` (None: no row); `lock`: its row
+    stays locked until the transaction ends. What retrieval.guard checks work against."""
+    sql = "SELECT generation, status FROM documents WHERE path = %s"
+    row = conn.execute(sql + (" FOR UPDATE" if lock else ""), (path,)).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
 
 
 def documents_under(conn: psycopg.Connection, root: str) -> list[DocumentRow]:

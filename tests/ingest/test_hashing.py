@@ -1,4 +1,4 @@
-"""file_sha256 streams a file to the same digest as hashing it whole; text_sha256 hashes UTF-8."""
+"""file_sha256 streams a file to the same digest as hashing it whole."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.hashing import file_sha256, text_sha256
+from ingest.hashing import file_sha256
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 100_000])
@@ -27,12 +27,6 @@ def test_file_sha256_known_value(tmp_path: Path) -> None:
     assert file_sha256(tmp_path / "abc.txt") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
-
-
-def test_text_sha256_is_utf8() -> None:
-    assert text_sha256("abc") == hashlib.sha256(b"abc").hexdigest()
-    assert text_sha256("café ☕") == hashlib.sha256("café ☕".encode()).hexdigest()
-    assert text_sha256("a") != text_sha256("a ")
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
