@@ -17,6 +17,7 @@ the first SSE chunk that carries content.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import statistics
@@ -223,7 +224,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "targets": [t.name for t in targets],
             "litellm": litellm_note or f"{args.litellm} (its own venv, 1 worker, master key)",
             "hearth": "hearth serve-api, plain-chat mode (model = backend id), embedded"
-            " PostgreSQL, rate limits off (RATE_LIMIT_RPS=0, MAX_STREAMS_PER_TOKEN=0)",
+            " PostgreSQL, rate limits off (RATE_LIMIT_RPS=0, MAX_STREAMS_PER_TOKEN=0),"
+            f" API_WORKERS={os.environ.get('API_WORKERS') or os.cpu_count()}",
         },
         "levels": levels,
         "targets": targets_met(levels),

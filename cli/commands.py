@@ -10,6 +10,7 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from api.store import accounts
 from core.db import connect
@@ -110,6 +111,9 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+HEALTHCHECK_S = 120  # an API process that does not answer uvicorn's ping this long is restarted
+
+
 def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -117,14 +121,34 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
 
     setup_logging(fmt=settings.log_format)
     go_offline()
-    app = create_app(settings.model_copy(update={"database_url": command_database_url(settings)}))
-    uvicorn.run(
-        app,
+    url = command_database_url(settings)
+    workers = settings.api_workers or os.cpu_count() or 1
+    options: dict[str, Any] = dict(
         host=settings.hearth_host,
         port=settings.hearth_port,
         log_level="info",
         # JSON: uvicorn's own loggers (the access log too) write through the root handler
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings.model_copy(update={"database_url": url})), **options)
+        return 0
+    if not settings.redis_url:
+        print(
+            f"hearth: {workers} API processes without Redis: rate and stream limits count in "
+            "each process (set REDIS_URL, or API_WORKERS=1)",
+            file=sys.stderr,
+        )
+    # each process builds its app from the environment (cli/serve.py), this database included
+    os.environ["DATABASE_URL"] = url
+    # uvicorn restarts a process that does not answer its health check in time: a process still
+    # loading its embedder on a busy machine is slow, not hung
+    uvicorn.run(
+        "cli.serve:create",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=HEALTHCHECK_S,
+        **options,
     )
     return 0
 

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     hearth_watch_dir: str | None = None
     hearth_host: str = "127.0.0.1"
     hearth_port: int = Field(default=8000, ge=1, le=65535)
+    # API processes `hearth serve-api` (and so `hearth up`) runs; unset: one per CPU core
+    api_workers: int | None = Field(default=None, ge=1)
 
     database_url: str | None = None  # unset: embedded PostgreSQL under the data dir
     redis_url: str | None = None  # unset: embedded Redis under the data dir
