@@ -120,6 +120,22 @@ def mark(sentence: str) -> str:
     return f"{stripped[:end]} {NOT_FOUND_MARK}{stripped[end:]}{space}"
 
 
+def drop_marked(text: str) -> str:
+    """`text` without the sentences the check marked: an earlier answer sent back as history
+    should not carry them into the next prompt as if they were so. Linear in `text`."""
+    out, pos = [], 0
+    while (at := text.find(NOT_FOUND_MARK, pos)) >= 0:
+        head = text[pos:at]
+        cut = max(head.rfind(c) for c in ".!?\n") + 1  # the end of the sentence before
+        out.append(head[:cut] + head[cut : len(head) - len(head[cut:].lstrip())])
+        pos = at + len(NOT_FOUND_MARK)
+        pos += text[pos : pos + 1] in (".", "!", "?")
+        while text[pos : pos + 1] in (" ", "\t"):
+            pos += 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
 @dataclass
 class SentenceGate:
     """Judges an answer sentence by sentence as it streams (see the module's docstring).
@@ -167,7 +183,7 @@ class SentenceGate:
         """Where the first whole sentence in the buffer ends (with markers that follow it), or
         None while that cannot be told yet."""
         for m in _BOUNDARY.finditer(self._buffer):
-            before = self._buffer[: m.start()]
+            before = self._buffer[max(0, m.start() - 12) : m.start()]  # "e.g." fits in it
             if "\n" not in m.group() and _ABBREVIATION.search(before):
                 continue
             after = self._buffer[m.end() :]

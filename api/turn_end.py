@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from core.types import Citation, Passage
 
 from . import client_shapes
+from .answercheck import SentenceGate
 from .citations import CitationChecker, attribute, insert_markers
 from .store.conversations import add_turn
 from .textguard import clean_text
@@ -56,9 +58,18 @@ class AnswerFlow:
         """Whether any text has been let through yet."""
         return bool(self.parts)
 
+    @cached_property
+    def gate(self) -> SentenceGate:
+        """The answer check (api/answercheck.py), on the passages the answer was made from."""
+        from .chat import NOT_COVERED  # api.chat imports this module
+
+        mode = self.state.settings.answer_check if self.turn.rag else "off"
+        return SentenceGate(self.turn.passages, mode, NOT_COVERED)
+
     def feed(self, piece: str) -> str:
-        """What of `piece` may go to the client now (a marker split across pieces waits)."""
-        text = self.checker.feed(piece)
+        """What of `piece` may go to the client now (a marker split across pieces waits, and
+        a sentence until it is whole and checked)."""
+        text = self.checker.feed(self.gate.feed(piece))
         if text:
             self.parts.append(text)
         return text
@@ -67,8 +78,9 @@ class AnswerFlow:
         """The rest of the answer and what goes with it. `sent`: what `feed` returned is already
         with the client (a stream), so attribution markers can only go at the end."""
         said = "".join(self.parts)
-        tail = self.checker.finish()
-        marks = attribute_if_uncited(self.checker, said + tail, self.turn.passages)
+        tail = self.checker.feed(self.gate.finish()) + self.checker.finish()
+        passages = [] if self.gate.refused else self.turn.passages
+        marks = attribute_if_uncited(self.checker, said + tail, passages)
         if sent:
             if marks:
                 tail += " " + "".join(f"[{n}]" for n in dict.fromkeys(n for _, n in marks))

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from api.answercheck import NOT_FOUND_MARK, SentenceGate, Support, check_answer, judge, mark
+from api.answercheck import (
+    NOT_FOUND_MARK,
+    SentenceGate,
+    Support,
+    check_answer,
+    drop_marked,
+    judge,
+    mark,
+)
 from core.types import Passage
 
 REFUSAL = "NOT COVERED"
@@ -139,3 +147,18 @@ def test_a_stream_holds_unsupported_text_until_something_is_supported() -> None:
         f"The boiler was made by Siemens in 1990 {NOT_FOUND_MARK}. "
         "Hold the reset button for 5 seconds. "
     )
+
+
+def test_marked_sentences_are_dropped_from_history() -> None:
+    text = "Hold the reset button for 5 seconds [1]. The boiler was made by Siemens in 1990."
+    out, _ = check_answer(text, PASSAGES, "mark", REFUSAL)
+    assert NOT_FOUND_MARK in out
+    assert drop_marked(out) == "Hold the reset button for 5 seconds [1]. "
+    assert drop_marked(f"A is 1. B is 2 {NOT_FOUND_MARK}. C is 3.") == "A is 1. C is 3."
+    assert drop_marked("No marks here. None.") == "No marks here. None."
+
+
+def test_dropping_marks_is_linear_in_what_a_client_sends() -> None:
+    # no sentence ends before each mark: a backtracking pattern would read it all for every one
+    text = ("word " * 2000 + NOT_FOUND_MARK) * 200
+    assert drop_marked(text) == ""
