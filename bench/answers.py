@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             server.base_url,
                             SERVED,
                             LLM_LOCAL_MODEL_DIR=str(args.model_dir),
-                            **env,
+                            **{"API_WORKERS": "1", **env},  # one model per server is plenty
                         )
                         children.append(child)
                         servers[name] = base
