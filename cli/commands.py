@@ -217,7 +217,8 @@ def run_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.pipeline import IngestOptions, ingest_path
+    from ingest import configured
+    from ingest.pipeline import ingest_path
     from ingest.sync import walk
 
     root = Path(os.path.abspath(args.path))
@@ -241,31 +242,15 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import Progress
 
     embedder = embedder_for(settings)
-    opts = IngestOptions(
-        chunk_size=settings.chunk_size,
-        chunk_overlap=settings.chunk_overlap,
-        max_file_bytes=settings.max_file_bytes,
-        roots=tuple(r.path.resolve() for r in settings.watch_roots),  # read through no symlink
-        max_chunks=settings.max_file_chunks,
-        timeout_s=settings.file_timeout_s,
-    )
     failures: list[tuple[str, str]] = []
     chunks = 0
-    from ingest.budget import max_chars
-    from ingest.isolate import ParserProcess
-
-    parser = ParserProcess(
-        timeout_s=settings.parse_timeout_s,
-        memory_mb=settings.parse_memory_mb,
-        max_chars=max_chars(settings.max_file_chunks, settings.chunk_size),
-        max_chunks=settings.max_file_chunks,
-    )
+    parser = configured.parser(settings)
     with connect(command_database_url(settings)) as conn, Progress() as bar, parser:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
             collection, source = _origin(f, settings, args.collection)
-            opts_f = replace(opts, collection=collection, source=source)
-            result = ingest_path(conn, embedder, f, opts_f, parser.parse)
+            opts = configured.options(settings, collection=collection, source=source)
+            result = ingest_path(conn, embedder, f, opts, parser.parse)
             chunks += result.chunks
             if result.error:
                 failures.append((result.path, result.error))

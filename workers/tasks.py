@@ -21,8 +21,8 @@ from core.db import connect
 from core.embedder import Embedder, embedder_for
 from core.logs import JsonFormatter, request_id_var
 from core.offline import go_offline
-from core.settings import Settings, get_settings
-from ingest.budget import max_chars
+from core.settings import DEFAULT_COLLECTION, Settings, get_settings
+from ingest import configured
 from ingest.isolate import ParserProcess
 from ingest.pipeline import IngestOptions, IngestResult, ingest_path, move_path
 from ingest.sync import reconcile, root_for
@@ -51,15 +51,7 @@ class _Context:
 
     @functools.cached_property
     def parser(self) -> ParserProcess:
-        """Parsing runs in a child process: a file that hangs or explodes fails alone, and one
-        whose text is over the chunk budget is refused there (the text never reaches us)."""
-        s = self.settings
-        return ParserProcess(
-            timeout_s=s.parse_timeout_s,
-            memory_mb=s.parse_memory_mb,
-            max_chars=max_chars(s.max_file_chunks, s.chunk_size),
-            max_chunks=s.max_file_chunks,
-        )
+        return configured.parser(self.settings)
 
     @property
     def embedder(self) -> Embedder:
@@ -85,23 +77,11 @@ class _Context:
         return self._conn
 
     def options(self, path: Path, collection: str | None, source: str) -> IngestOptions:
-        s = self.settings
-        roots = [replace(r, path=r.path.resolve()) for r in s.watch_roots]
         if collection is None:
+            roots = [replace(r, path=r.path.resolve()) for r in self.settings.watch_roots]
             root = root_for(Path(path), roots)
-            collection = root.collection if root else "default"
-        return IngestOptions(
-            chunk_size=s.chunk_size,
-            chunk_overlap=s.chunk_overlap,
-            max_file_bytes=s.max_file_bytes,
-            collection=collection,
-            source=source,
-            # files are read from these folders through no symlink
-            roots=(*(r.path for r in roots), s.uploads_dir.resolve()),
-            max_chunks=s.max_file_chunks,
-            timeout_s=s.file_timeout_s,
-            scratch_dir=s.hearth_data_dir / "tmp",
-        )
+            collection = root.collection if root else DEFAULT_COLLECTION
+        return configured.options(self.settings, collection=collection, source=source)
 
 
 @functools.cache
