@@ -100,6 +100,18 @@ async def get_document(
     return _info(row) if row else None
 
 
+async def readable_ids(
+    conn: psycopg.AsyncConnection, ids: Sequence[int], readable: Sequence[str]
+) -> set[int]:
+    """Those of `ids` whose documents are in the `readable` collections (deleted ones too: a
+    stored answer may still name them)."""
+    cur = await conn.execute(
+        "SELECT id FROM documents WHERE id = ANY(%s) AND collection = ANY(%s)",
+        (sorted(ids), list(readable)),
+    )
+    return {int(r[0]) for r in await cur.fetchall()}
+
+
 async def create_upload(
     conn: psycopg.AsyncConnection, path: str, *, collection: str, size: int, purpose: str
 ) -> DocumentInfo:

@@ -89,6 +89,12 @@ def generation(
     return (int(row[0]), str(row[1])) if row else None
 
 
+def chunk_count(conn: psycopg.Connection) -> int:
+    """How many chunks the index holds (the BM25 statistics keep the count, migration 0003)."""
+    row = conn.execute("SELECT n FROM bm25_stats").fetchone()
+    return int(row[0]) if row else 0
+
+
 def documents_under(conn: psycopg.Connection, root: str) -> list[DocumentRow]:
     """Live (not deleted) documents whose file is inside the folder `root` (an email's
     attachments have no file of their own, so they are not listed)."""

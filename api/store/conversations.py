@@ -1,4 +1,5 @@
-"""Server-side conversations: a user's threads and their turns, with citations."""
+"""Server-side conversations: a user's threads and their turns, with citations. The home of the
+`conversations` and `messages` tables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from retrieval import documents
 
 WITHHELD = "(This answer cited documents you can no longer read, so it is hidden.)"
 
@@ -206,11 +209,7 @@ async def get_conversation(
             }
         )
     ids = {s.get("document_id") for m in messages for s in m["sources"]}
-    cur = await conn.execute(
-        "SELECT id FROM documents WHERE id = ANY(%s) AND collection = ANY(%s)",
-        (sorted(i for i in ids if isinstance(i, int)), list(readable)),
-    )
-    allowed = {r[0] for r in await cur.fetchall()}
+    allowed = await documents.readable_ids(conn, [i for i in ids if isinstance(i, int)], readable)
     for m in messages:
         m["sources"] = [s for s in m["sources"] if s.get("document_id") in allowed]
     return {**_summary(*row), "messages": messages}

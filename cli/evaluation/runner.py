@@ -20,6 +20,7 @@ from core.embedded import EmbeddedPostgres
 from core.embedder import Embedder
 from core.migrate import migrate
 from core.settings import Settings
+from retrieval import index
 from retrieval.rerank import EmbedderReranker, Reranker, load_reranker
 from retrieval.search import SearchParams, search
 
@@ -143,7 +144,7 @@ def run_eval(
                     else None
                 ),
             )
-            chunks = conn.execute("SELECT n FROM bm25_stats").fetchone()
+            chunks = index.chunk_count(conn)
         index_s = time.perf_counter() - start
         say(f"indexed in {index_s:.0f}s; embedding cache: {cached.hits} hits, {cached.misses} new")
 
@@ -177,7 +178,7 @@ def run_eval(
         "dataset": data.name,
         "documents": len(data.corpus),
         "queries": len(data.queries),
-        "chunks": int(chunks[0]) if chunks else 0,
+        "chunks": chunks,
         "embed_model": embedder.name,
         "reranker": rerank_name,
         "index_seconds": round(index_s, 1),
