@@ -40,7 +40,7 @@ from .store import access
 from .store.accounts import User
 from .store.conversations import Turn as StoredTurn
 from .store.conversations import open_conversation
-from .tasks import is_task, task_budget
+from .tasks import is_task, task_answer, task_budget
 from .textguard import clean_text
 from .tokenizer import load_counter
 from .turn_end import AnswerFlow, completion, store
@@ -252,7 +252,10 @@ async def complete(state: Services, turn: Turn) -> dict[str, Any]:
         state.metrics.llm_error(exc)
         raise APIError(exc.status, exc.message, code=exc.code) from exc
     choice = (resp.get("choices") or [{}])[0]
-    flow.feed(clean_text((choice.get("message") or {}).get("content") or ""))
+    text = clean_text((choice.get("message") or {}).get("content") or "")
+    if turn.task:  # in the JSON shape the client's task template asked for (api.tasks)
+        text = task_answer(turn.request, text)
+    flow.feed(text)
     end = flow.finish(sent=False)
     usage = resp.get("usage")
     await store(state, turn, end, usage)

@@ -137,3 +137,41 @@ def test_a_json_response_format_is_plain_chat(
         assert "Passages" in json.dumps(mock.requests[-1]["messages"])
         assert r.headers["X-Conversation-Id"]
     assert conversations(db) == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "reply", "wanted"),
+    [
+        # the CPU model's own answers to Open WebUI 0.12.4's title and tags tasks (e2e run)
+        (TITLE_TASK, "### Task:\nGenerate a concise title summarizing", {"title": "E-4471"}),
+        (TITLE_TASK, 'JSON formatted: { "explanation": "Error 444', {"title": "E-4471"}),
+        (TAGS_TASK, "[Jarkettuser]: Shizou_insolence", {"tags": []}),
+        (TAGS_TASK, '{"tags": "Home"}', {"tags": []}),  # not the list Open WebUI reads
+    ],
+)
+def test_a_task_answer_not_in_its_json_shape_is_made_so(
+    pg_url: str, token: str, mock: MockLLM, task: str, reply: str, wanted: dict[str, Any]
+) -> None:
+    """Open WebUI reads `json.loads(text[find("{"):rfind("}") + 1])[key]`; when the model's
+    answer holds no such JSON, the chat would be titled with the whole question and lose its
+    tags: Hearth answers in the shape asked, a title from the first question's words."""
+    mock.reply = lambda messages: reply
+    with client(pg_url, token, mock) as c:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": "hearth", "messages": [{"role": "user", "content": task}]},
+        )
+    assert r.status_code == 200, r.text
+    content = r.json()["choices"][0]["message"]["content"]
+    assert json.loads(content[content.find("{") : content.rfind("}") + 1]) == wanted
+
+
+def test_a_task_answer_in_its_json_shape_is_kept(pg_url: str, token: str, mock: MockLLM) -> None:
+    mock.reply = lambda messages: 'Sure! { "title": "Boiler Trouble" } Hope it helps.'
+    with client(pg_url, token, mock) as c:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": "hearth", "messages": [{"role": "user", "content": TITLE_TASK}]},
+        )
+    content = r.json()["choices"][0]["message"]["content"]
+    assert content == 'Sure! { "title": "Boiler Trouble" } Hope it helps.'

@@ -29,7 +29,9 @@ from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 from .openwebui import OpenWebUI, RecordingProxy, run_openwebui
 from .stack import REPO, Stack, start_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.openwebui]
+# the stack, Open WebUI and a CPU-model answer with its three tasks, on two shared cores: the
+# module-scoped setup alone took >15 min under load (the suite's per-test timeout is 900 s)
+pytestmark = [pytest.mark.slow, pytest.mark.openwebui, pytest.mark.timeout(3600)]
 
 DOC = "owui-boiler.md"
 NOTES = """# Boiler notes
@@ -107,7 +109,7 @@ def owui(
     frontend_token: str, proxy: RecordingProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OpenWebUI]:
     with run_openwebui(
-        tmp_path_factory.mktemp("openwebui"), proxy.url + "/v1", frontend_token
+        tmp_path_factory.mktemp("openwebui"), proxy.url + "/v1", frontend_token, timeout_s=1500
     ) as running:
         yield running
     save_exchanges(proxy)
