@@ -74,8 +74,9 @@ def asked_key(req: ChatRequest) -> str | None:
     return found[1] if found else None
 
 
-def _answered(text: str, key: str) -> bool:
-    """Whether `text` holds what the client will parse out of it: an object with `key`."""
+def _answered(text: str, key: str, template: str) -> bool:
+    """Whether `text` holds what the client will parse out of it: an object with `key` (a
+    title not copied from the template's own placeholder or examples)."""
     start, end = text.find("{"), text.rfind("}")
     try:
         value = json.loads(text[start : end + 1]) if 0 <= start < end else None
@@ -85,7 +86,9 @@ def _answered(text: str, key: str) -> bool:
         return False
     if key == "title":
         title = value["title"]
-        return isinstance(title, str) and bool(title.strip()) and len(title) <= 80
+        if not isinstance(title, str) or not title.strip() or len(title) > 80:
+            return False
+        return f'"{title.strip().lower()}"' not in template.lower()
     return isinstance(value[key], list)
 
 
@@ -108,7 +111,9 @@ def task_answer(req: ChatRequest, text: str) -> str:
     with the whole question and drops tags and follow-ups. A title is made from the first
     question's words, tags and other lists are left empty."""
     key = asked_key(req)
-    if key is None or _answered(text, key):
+    last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
+    template = (last_user.text() if last_user else "").split("<chat_history>")[0]
+    if key is None or _answered(text, key, template):
         return text
     if key == "title":
         title = fallback_title(req)

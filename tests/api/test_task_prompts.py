@@ -145,6 +145,8 @@ def test_a_json_response_format_is_plain_chat(
         # the CPU model's own answers to Open WebUI 0.12.4's title and tags tasks (e2e run)
         (TITLE_TASK, "### Task:\nGenerate a concise title summarizing", {"title": "E-4471"}),
         (TITLE_TASK, 'JSON formatted: { "explanation": "Error 444', {"title": "E-4471"}),
+        # the template's own placeholder, echoed as JSON
+        (TITLE_TASK, '{ "title": "your concise title here" }', {"title": "E-4471"}),
         (TAGS_TASK, "[Jarkettuser]: Shizou_insolence", {"tags": []}),
         (TAGS_TASK, '{"tags": "Home"}', {"tags": []}),  # not the list Open WebUI reads
     ],
