@@ -27,21 +27,7 @@ _INSERT = (
     f"INSERT INTO request_log ({', '.join(WRITTEN)}) VALUES ({', '.join(['%s'] * len(WRITTEN))})"
 )
 
-COLUMNS = (
-    "id",
-    "at",
-    "token_id",
-    "user",
-    "method",
-    "route",
-    "model",
-    "status",
-    "latency_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "prompt",
-    "answer",
-)
+COLUMNS = ("id", "at", "token_id", "user", *WRITTEN[2:])  # what `recent` returns
 
 
 async def write(conn: psycopg.AsyncConnection, row: tuple[Any, ...]) -> None:
