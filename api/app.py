@@ -36,6 +36,7 @@ from .routes import (
     health,
     metrics,
     models,
+    passages,
     search,
     ui,
 )
@@ -164,6 +165,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     app.include_router(embeddings.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    app.include_router(passages.router)
     if settings.api_docs:
         app.include_router(docs.router)
     return app

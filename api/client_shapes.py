@@ -96,15 +96,31 @@ def display_path(settings: Settings, path: str) -> str:
     return p.name or "document"
 
 
-def base_url(settings: Settings, request_base: str) -> str:
-    return (settings.public_url or request_base).rstrip("/")
+class LinkBase(str):
+    """The base URL citations point under, knowing what they open (CITATION_LINK): `ui`, the
+    passage's page in Hearth's own UI (a person in a browser signs in there), or `file`, the
+    file's download (for a token holder). A plain `str` base links to the UI."""
+
+    link: str = "ui"
+
+    def __new__(cls, url: str, link: str = "ui") -> LinkBase:
+        made = super().__new__(cls, url)
+        made.link = link
+        return made
+
+
+def base_url(settings: Settings, request_base: str) -> LinkBase:
+    return LinkBase((settings.public_url or request_base).rstrip("/"), settings.citation_link)
 
 
 def passage_url(base: str, p: Passage) -> str:
-    """Where a token holder downloads the passage's file; the fragment names the page (which
-    PDF viewers open) and the chunk, so each passage has its own URL."""
-    frag = f"page={p.page}&chunk={p.chunk_id}" if p.page else f"chunk={p.chunk_id}"
-    return f"{base}/v1/files/file-{p.document_id}/content#{quote(frag, safe='=&')}"
+    """The passage's own URL (distinct per passage). `ui`: its page, /ui/passages/{chunk id},
+    with its character span (the page marks every chunk a merged passage joined); `file`: the
+    file's download, its fragment naming the page (which PDF viewers open) and the chunk."""
+    if getattr(base, "link", "ui") == "file":
+        frag = f"page={p.page}&chunk={p.chunk_id}" if p.page else f"chunk={p.chunk_id}"
+        return f"{base}/v1/files/file-{p.document_id}/content#{quote(frag, safe='=&')}"
+    return f"{base}/ui/passages/{p.chunk_id}?span={p.char_start}-{p.char_end}"
 
 
 def label(settings: Settings, p: Passage) -> str:

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     citation_style: Literal["auto", "footer", "annotations", "openwebui", "none"] = "auto"
     # the address clients reach Hearth at, for citation URLs; unset: the request's own
     public_url: str | None = None
+    # what a citation URL opens: ui, the passage's page in the built-in UI (a browser signs in
+    # there); file, the file's download (/v1/files/{id}/content, for a token holder)
+    citation_link: Literal["ui", "file"] = "ui"
     stream_keepalive_s: float = Field(default=5.0, gt=0)
     max_request_mb: float = Field(default=16.0, gt=0)  # JSON bodies; uploads: MAX_FILE_MB
 

@@ -112,7 +112,7 @@ def test_openwebui_stream_carries_source_events_and_no_footer(
     first = emitted[0]["data"]
     # the shape Open WebUI's Citations component and its chat store read
     assert isinstance(first["source"]["name"], str) and first["source"]["name"]
-    assert first["source"]["id"].startswith("http://testserver/v1/files/file-")
+    assert first["source"]["id"].startswith("http://testserver/ui/passages/")
     assert first["document"] == ["The boiler error code E-4471 means the pressure sensor failed."]
     assert first["metadata"][0]["source"] == first["source"]["id"]
     assert first["metadata"][0]["name"] == first["source"]["name"]
@@ -143,7 +143,7 @@ def test_the_sdk_parses_annotations_streamed_and_not(
         assert a.type == "url_citation"
         cit = a.url_citation
         source = (done.model_extra or {})["sources"][0]
-        assert cit.url.startswith(f"https://hearth.example/v1/files/file-{source['document_id']}/")
+        assert cit.url.startswith(f"https://hearth.example/ui/passages/{source['chunk_id']}?")
         assert msg.content is not None
         assert msg.content[cit.start_index : cit.end_index] == "[1]"
         assert cit.title == "boiler.md"
@@ -193,11 +193,11 @@ def test_lobechat_by_protocol_gets_a_grounding_list_and_no_footer(
     finish = next(e for e in events[:-1] if e.get("choices") and e["choices"][0]["finish_reason"])
     assert "usage" not in finish or not finish["usage"]  # else LobeChat reads usage, not these
     urls = finish["citations"]
-    assert all(isinstance(u, str) and u.startswith("http://testserver/v1/files/") for u in urls)
+    assert all(isinstance(u, str) and u.startswith("http://testserver/ui/passages/") for u in urls)
     by_number = {s["index"]: s for s in finish["sources"]}
     assert len(urls) == max(by_number)
     for n, s in by_number.items():
-        assert f"/file-{s['document_id']}/" in urls[n - 1]
+        assert f"/ui/passages/{s['chunk_id']}?" in urls[n - 1]
     assert "Sources:" not in streamed_text(events)
 
 
@@ -303,5 +303,5 @@ def test_openwebui_unstreamed_gets_sources_in_its_own_shape(
     assert "Sources:" not in out["choices"][0]["message"]["content"]
     src = out["sources"][0]
     assert set(src) == {"source", "document", "metadata"}
-    assert src["metadata"][0]["source"].startswith("http://testserver/v1/files/file-")
+    assert src["metadata"][0]["source"].startswith("http://testserver/ui/passages/")
     assert out["hearth_sources"][0]["index"] == 1

@@ -51,7 +51,7 @@ def test_annotations_span_their_markers_and_events_keep_numbers(tmp_path: Path) 
         "[2]",
         "[3]",
     ]
-    assert got[0]["url_citation"]["url"] == "http://h/v1/files/file-2/content#page=3&chunk=2"
+    assert got[0]["url_citation"]["url"] == "http://h/ui/passages/2?span=0-6"
     events = source_events(s, "http://h", ps, [Citation(2, ps[1])])
     # [2] must be Open WebUI's second source, so passage 1 holds its place
     assert [e["data"]["document"] for e in events] == [["text 1"], ["text 2"]]

@@ -55,7 +55,7 @@ def check(annotations: list[Any] | None, text: str, sources: list[dict[str, Any]
         assert isinstance(cit, AnnotationURLCitation), type(cit)
         assert text[cit.start_index : cit.end_index] == f"[{n}]", (n, cit)
         assert cit.start_index == text.index(f"[{n}]")
-        assert cit.url.startswith(f"{PUBLIC}/v1/files/file-{by_number[n]['document_id']}/")
+        assert cit.url.startswith(f"{PUBLIC}/ui/passages/{by_number[n]['chunk_id']}?")
         assert cit.title == by_number[n]["path"].rsplit("/", 1)[-1]
 
 
