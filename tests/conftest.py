@@ -42,6 +42,26 @@ HEARTH_ENV_VARS = (
     "TOP_K",
 )
 EMBED_DIM = 384  # the packaged MiniLM's; HashEmbedder uses the same so both share one schema
+# fixtures that start the real stack (`hearth up` with the CPU vLLM) or a browser
+STACK_FIXTURES = frozenset({"stack", "client_http", "browser"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group in one worker")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test-fast` leaves out the `slow` tests: a test on the real stack or in a browser
+    that is not marked so is an error, not a fast lane that quietly starts vLLM. Such tests
+    share one stack per session, so under pytest-xdist (`--dist loadgroup`) they all go to one
+    worker rather than each worker starting its own."""
+    for item in items:
+        if not STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            continue
+        if item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the real stack: mark it @pytest.mark.slow")
+        item.add_marker(pytest.mark.xdist_group("stack"))
 
 
 @pytest.fixture(autouse=True)
