@@ -85,9 +85,25 @@ class Stack:
         return self.proc.wait(timeout_s)
 
 
+def llm_of(stack: Stack) -> dict[str, str]:
+    """The environment that points another `hearth up` at `stack`'s vLLM (so it starts none):
+    the suite starts the CPU vLLM under `hearth up` once, not once per stack a test needs."""
+    return {
+        "LLM_BASE_URL": f"http://127.0.0.1:{stack.env['LLM_LOCAL_PORT']}/v1",
+        "LLM_MODEL": "smollm2",
+    }
+
+
 def start_stack(
-    data_dir: Path, log: Path, timeout_s: float = 900, port: int | None = None
+    data_dir: Path,
+    log: Path,
+    timeout_s: float = 900,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Stack:
+    """`hearth up` on `data_dir`, waited for until it says it is up. `extra_env` adds to (or
+    overrides) its environment, e.g. `llm_of(stack)` to answer with a running stack's vLLM
+    instead of starting another one."""
     env = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
     port = port or free_port()
     env.update(
@@ -99,6 +115,7 @@ def start_stack(
             "LLM_LOCAL_MODEL_DIR": str(llm_model_dir()),
             "WATCH_DEBOUNCE_S": "0.5",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
     )
     with log.open("ab") as out:
@@ -110,14 +127,22 @@ def start_stack(
             cwd=REPO,
         )
     deadline = time.monotonic() + timeout_s
-    while True:
-        text = log.read_text(errors="replace")
-        if "Hearth is up." in text.split("hearth: stopping")[-1]:
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"hearth up did not come up (exit {proc.poll()}):\n{text[-6000:]}")
-        time.sleep(0.5)
+    try:
+        while True:
+            text = log.read_text(errors="replace")
+            if "Hearth is up." in text.split("hearth: stopping")[-1]:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"hearth up did not come up (exit {proc.poll()}):\n{text[-6000:]}")
+            time.sleep(0.2)
+    except BaseException:  # a failed start or a Ctrl-C while waiting: leave nothing running
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
     tokens = TOKEN_LINE.findall(text.split("hearth: stopping")[-1])
     return Stack(
         proc,

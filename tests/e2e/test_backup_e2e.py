@@ -1,5 +1,9 @@
 """End to end: a stack that has indexed an upload is backed up, restored into a fresh data dir, and
-the restored stack answers the same question with the same sources, for the same token."""
+the restored stack answers the same question with the same sources, for the same token.
+
+Both stacks are real `hearth up`s on their own data dirs, answering with the session stack's vLLM
+(`llm_of`): what is backed up and restored is Hearth's data, and `hearth up` starting its own vLLM
+is the session stack's business (two more vLLM start-ups here bought nothing)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .stack import Stack, start_stack
+from .stack import Stack, llm_of, start_stack
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +55,9 @@ def relative(items: list[dict[str, Any]], uploads: Path) -> list[dict[str, Any]]
     return [{**i, "path": i["path"].removeprefix(prefix)} for i in items]
 
 
-def test_backup_restore_answers_with_the_same_sources(tmp_path: Path) -> None:
-    source = start_stack(tmp_path / "a", tmp_path / "a.log")
+def test_backup_restore_answers_with_the_same_sources(tmp_path: Path, stack: Stack) -> None:
+    llm = llm_of(stack)
+    source = start_stack(tmp_path / "a", tmp_path / "a.log", extra_env=llm)
     try:
         assert source.token
         token = source.token
@@ -85,7 +90,7 @@ def test_backup_restore_answers_with_the_same_sources(tmp_path: Path) -> None:
     )
     assert restore.returncode == 0, restore.stdout + restore.stderr
 
-    restored = start_stack(restored_dir, tmp_path / "b.log")
+    restored = start_stack(restored_dir, tmp_path / "b.log", extra_env=llm)
     try:
         assert restored.token is None  # users came with the backup: no new admin
         after = ask(restored, token)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from workers.watcher import DELETE_GRACE_S
+
 from .stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -18,6 +20,14 @@ def eventually(check: Callable[[], bool], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.3)
+
+
+def holds(check: Callable[[], bool], for_s: float) -> None:
+    """`check` stays true for `for_s` seconds (polled): fails the moment it does not."""
+    end = time.monotonic() + for_s
+    while time.monotonic() < end:
+        assert check(), "condition broke"
         time.sleep(0.3)
 
 
@@ -72,7 +82,9 @@ def test_nested_create_edit_rename_and_burst(stack: Stack) -> None:
     eventually(lambda: doc(stack, renamed) is not None)
     assert doc(stack, renamed) == before
     assert chunk_ids(stack, renamed) == kept
-    time.sleep(3)  # the old path's delete event has had time to run
+    # a delete of the old path, had the rename made one, would run within the grace a vanished
+    # path gets plus the debounce: the document stays where it moved for all of that time
+    holds(lambda: doc(stack, renamed) == before, DELETE_GRACE_S + 1.0)
     assert doc(stack, f) is None
     out = stack.hearth("search", "slate roof tiles relaid", "-k", "3")
     assert "roof-notes.md" in out.stdout and "roof.md\n" not in out.stdout
