@@ -312,6 +312,7 @@ def world(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
         redis.stop()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=20,
     deadline=None,

@@ -33,6 +33,7 @@ def own_pg(tmp_path: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     pg.stop()
 
 
+@pytest.mark.slow  # ~1 min: each request of the outage waits out the pool's 10 s
 def test_api_answers_503_while_postgres_is_down_and_recovers(
     own_pg: tuple[EmbeddedPostgres, str],
 ) -> None:

@@ -136,6 +136,7 @@ def reinstate(pg_url: str) -> None:
         db.execute("UPDATE tokens SET revoked_at = NULL, expires_at = NULL")
 
 
+@pytest.mark.slow
 def test_no_request_gets_a_server_error(server: tuple[str, str], pg_url: str) -> None:
     base, token = server
 

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import run_hearth
 
 
+@pytest.mark.slow
 def test_ingest_wait_indexes_and_tables_the_failures(
     pg_url: str, tmp_path: Path, env_without_hearth: dict[str, str]
 ) -> None:

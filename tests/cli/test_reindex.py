@@ -49,6 +49,7 @@ def assert_on_minilm(url: str) -> None:
         assert vector_column(conn) == [("embedding", "vector(384)", True)]
 
 
+@pytest.mark.slow
 def test_reindex_switches_to_another_model_while_search_keeps_answering(
     old_index: str, env: dict[str, str], embedder: HashEmbedder
 ) -> None:
@@ -82,6 +83,7 @@ def test_reindex_switches_to_another_model_while_search_keeps_answering(
     assert "nothing (up to date)" in hearth(env, "migrate").stdout
 
 
+@pytest.mark.slow
 def test_reindex_resumes_an_interrupted_run_and_abort_drops_one(
     old_index: str, env: dict[str, str], embedder: HashEmbedder
 ) -> None:
