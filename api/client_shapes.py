@@ -27,6 +27,7 @@ from urllib.parse import quote
 from core.settings import Settings
 from core.types import Citation, Passage
 
+from .answercheck import drop_marked
 from .schemas import ChatRequest
 
 Style = Literal["auto", "footer", "annotations", "openwebui", "none"]
@@ -253,5 +254,5 @@ def _strip_details(text: str) -> str:
 def clean_answer(text: str) -> str:
     """An earlier assistant answer without Hearth's footer, its `[n]` markers and collapsed
     blocks a client folded into it: the plain prose, for the rewrite and the prompt."""
-    text = _strip_details(_strip_footer(text))
+    text = drop_marked(_strip_details(_strip_footer(text)))
     return _MARKERS.sub("", text).strip()
