@@ -9,6 +9,7 @@ from core.settings import Settings
 INGEST_QUEUE = "ingest"  # bulk: the watcher and rescans
 INTERACTIVE_QUEUE = "interactive"  # a person is waiting: uploads, `hearth ingest`
 TASK_INGEST = "hearth.ingest_file"
+TASK_INGEST_FILES = "hearth.ingest_files"  # several paths in one task: their chunks embed together
 TASK_MOVE = "hearth.move_file"
 TASK_RESCAN = "hearth.rescan"
 TASK_PRUNE_LOG = "hearth.prune_request_log"

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 TASKS_KEY = "hearth:metrics:tasks"  # field "<task name>|<state>" -> count
 FILES_KEY = "hearth:metrics:files"  # field "<outcome>" -> count (indexed, failed, needs_ocr, ...)
 EMBED_KEY = "hearth:metrics:embed"  # fields "le:<bound>" (per bucket, not cumulative), sum, count
-# texts in one embedding call: the chunks of one document (the model sees EMBED_BATCH_SIZE at most)
+# chunks per indexed document (once embedded in a call of their own; a batch task's documents
+# now share calls of up to 256 texts, and the model sees EMBED_BATCH_SIZE at a time)
 EMBED_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
@@ -37,14 +38,17 @@ def _client(url: str) -> redis.Redis:
 
 
 def record(url: str, task: str, state: str, result: Any) -> None:
-    """Count one finished task run, and what an ingest task's result says it did."""
+    """Count one finished task run, and what an ingest task's result (one file's, or a list of
+    them from a batch task) says it did."""
     try:
         pipe = _client(url).pipeline(transaction=False)
         pipe.hincrby(TASKS_KEY, f"{task}|{state}", 1)
-        if isinstance(result, dict) and isinstance(result.get("status"), str):
-            pipe.hincrby(FILES_KEY, result["status"], 1)
-            chunks = result.get("chunks")
-            if result["status"] == "indexed" and isinstance(chunks, int) and chunks > 0:
+        for one in result if isinstance(result, list) else [result]:
+            if not (isinstance(one, dict) and isinstance(one.get("status"), str)):
+                continue
+            pipe.hincrby(FILES_KEY, one["status"], 1)
+            chunks = one.get("chunks")
+            if one["status"] == "indexed" and isinstance(chunks, int) and chunks > 0:
                 pipe.hincrby(EMBED_KEY, f"le:{bucket(chunks)}", 1)
                 pipe.hincrby(EMBED_KEY, "sum", chunks)
                 pipe.hincrby(EMBED_KEY, "count", 1)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from celery import shared_task
@@ -23,6 +23,7 @@ from core.logs import JsonFormatter, request_id_var
 from core.offline import go_offline
 from core.settings import DEFAULT_COLLECTION, Settings, get_settings
 from ingest import configured
+from ingest.batch import ingest_paths
 from ingest.isolate import ParserProcess
 from ingest.pipeline import IngestOptions, IngestResult, ingest_path, move_path
 from ingest.sync import reconcile, root_for
@@ -30,13 +31,17 @@ from retrieval.index import IndexModelChanged
 from retrieval.reembed import index_meta, model_to_follow
 
 from . import requestlog
-from .celery_app import TASK_INGEST, TASK_MOVE, TASK_PRUNE_LOG, TASK_RESCAN
+from .celery_app import TASK_INGEST, TASK_INGEST_FILES, TASK_MOVE, TASK_PRUNE_LOG, TASK_RESCAN
 
 log = logging.getLogger(__name__)
 
 # transient: the database restarted or a lock deadlocked; retried with backoff. Bad files are
 # not errors here at all: the pipeline marks them failed and returns.
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+# paths per ingest_files task a rescan queues: enough files' chunks to fill embedding batches,
+# few enough that a retried or redelivered task redoes little (done files are found unchanged)
+RESCAN_BATCH_FILES = 16
+R = TypeVar("R")
 
 
 class _Context:
@@ -117,7 +122,7 @@ def _retrying(name: str) -> Any:
     )
 
 
-def _embedding_again_if_switched(run: Callable[[], IngestResult]) -> IngestResult:
+def _embedding_again_if_switched(run: Callable[[], R]) -> R:
     """Run an ingest; if the index switched models while it embedded (its write was refused),
     run it once more: `context().embedder` is then the index's new model."""
     try:
@@ -146,6 +151,22 @@ def ingest_file(
             ctx.conn, ctx.embedder, Path(path), opts, ctx.parser.parse, generation=generation
         )
     ).__dict__
+
+
+@_retrying(TASK_INGEST_FILES)
+def ingest_files(items: list[list[str | None]], source: str = "watch") -> list[dict[str, Any]]:
+    """Sync several paths, each `[path, collection or None]`, as `ingest_file` does one, with
+    their chunks embedded together and the next files parsed while a batch embeds. One bad
+    file fails alone, with its reason; the others index."""
+    ctx = context()
+    batch = []
+    for path, collection in items:
+        assert path is not None, "ingest_files: an item without a path"
+        batch.append((Path(path), ctx.options(Path(path), collection, source)))
+    results: list[IngestResult] = _embedding_again_if_switched(
+        lambda: ingest_paths(ctx.conn, ctx.embedder, batch, ctx.parser.parse)
+    )
+    return [r.__dict__ for r in results]
 
 
 @_retrying(TASK_MOVE)
@@ -178,8 +199,9 @@ def rescan() -> dict[str, int]:
     ctx.conn.commit()
     for old, new, collection in plan.moves:
         move_file.delay(old, str(new), collection)
-    for p, collection in plan.to_ingest:
-        ingest_file.delay(str(p), collection)
+    for start in range(0, len(plan.to_ingest), RESCAN_BATCH_FILES):
+        part = plan.to_ingest[start : start + RESCAN_BATCH_FILES]
+        ingest_files.delay([[str(p), collection] for p, collection in part])
     for path in plan.to_delete:
         ingest_file.delay(path)
     counts = {

@@ -17,7 +17,7 @@ from tests.api.test_metrics import scrape, value
 from tests.factories import HashEmbedder
 from tests.workers.conftest import WorkerFactory
 from workers.celery_app import TASK_INGEST, create_celery
-from workers.metrics import bucket
+from workers.metrics import EMBED_KEY, FILES_KEY, TASKS_KEY, bucket, record
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,25 @@ def test_bucket_is_the_smallest_bound_that_holds_the_call() -> None:
         "2000",
         "+Inf",
     ]
+
+
+def test_a_batch_tasks_files_are_each_counted(broker: str) -> None:
+    """A batch task returns one result per file: each is counted as a single task's would be."""
+    import redis
+
+    from core.settings import redis_client_url
+
+    batch = [
+        {"path": "/w/a.md", "status": "indexed", "chunks": 3, "error": None},
+        {"path": "/w/b.md", "status": "indexed", "chunks": 40, "error": None},
+        {"path": "/w/c.pdf", "status": "failed", "chunks": 0, "error": "not a PDF"},
+        "not a result",
+    ]
+    record(broker, "hearth.ingest_files", "SUCCESS", batch)
+    r = redis.Redis.from_url(redis_client_url(broker))
+    assert r.hgetall(TASKS_KEY) == {b"hearth.ingest_files|SUCCESS": b"1"}
+    assert r.hgetall(FILES_KEY) == {b"indexed": b"2", b"failed": b"1"}
+    assert r.hgetall(EMBED_KEY) == {b"le:5": b"1", b"le:50": b"1", b"sum": b"43", b"count": b"2"}
 
 
 def test_worker_totals_reach_metrics(
