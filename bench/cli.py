@@ -22,6 +22,8 @@ smoke-sized run of everything (2,000 chunks, a few requests, ONNX exports cached
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import time
 import traceback
@@ -80,6 +82,16 @@ def bench_argv(
     return argv
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and the children it waited for (not the servers it started and
+    stopped without waiting, such as PostgreSQL): on a shared machine, wall time says little."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _module(name: str) -> Callable[[Sequence[str]], int]:
     if name == "ingest":
         from . import ingest
@@ -128,7 +140,7 @@ def run(
             if note:
                 say(note)
         say(f"=== {name}: {' '.join(argv)}")
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _cpu_seconds()
         try:
             code = _module(name)(argv)
         except ModuleNotFoundError as exc:  # one line on what to install, not a traceback
@@ -139,7 +151,10 @@ def run(
         except Exception:
             traceback.print_exc()
             code = 1
-        say(f"=== {name}: exit {code} after {time.monotonic() - start:.0f} s")
+        say(
+            f"=== {name}: exit {code} after {time.monotonic() - start:.0f} s"
+            f" (CPU {_cpu_seconds() - cpu:.0f} s, load average {os.getloadavg()[0]:.1f})"
+        )
         if code:
             failed.append(name)
         print()

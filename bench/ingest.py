@@ -5,8 +5,11 @@
 
 Generates a mixed corpus (synthetic prose as Markdown, text, HTML, PDF, DOCX) and starts an
 embedded PostgreSQL, both in a temp folder, then measures for each backend:
-  - the whole pipeline (`ingest.pipeline.ingest_path`: hash, parse, chunk, embed, write), files/s
-    and chunks/s, with the time per stage, measured by wrapping the stages from outside;
+  - the whole pipeline as the worker runs a batch of files (`ingest.batch.ingest_paths`: hash,
+    parse, chunk, embed, write; chunks of several files share embedding calls, the next files are
+    parsed while a batch embeds; `--one-by-one`: `ingest_path` per file, as before), files/s and
+    chunks/s, with the time per stage, measured by wrapping the stages from outside (in a batch
+    parsing runs beside the other stages, so the shares overlap);
   - the floor: bare `embedder.embed` on the same chunk texts in one call, so pipeline/floor says
     how much of the embedder's speed the pipeline keeps (and the embed stage alone, in the
     pipeline's per-document calls, says how much of that is batches cut short at each document);
@@ -53,9 +56,14 @@ def reset_index(conn: Any) -> None:
 
 
 def run_pipeline(
-    conn: Any, embedder: Any, files: list[Path], parse: Callable[[Path], Any]
+    conn: Any,
+    embedder: Any,
+    files: list[Path],
+    parse: Callable[[Path], Any],
+    one_by_one: bool = False,
 ) -> dict[str, Any]:
     """Ingest every file into an emptied index; throughput, stage times and the embed calls."""
+    from ingest.batch import ingest_paths
     from ingest.pipeline import IngestOptions, ingest_path
 
     reset_index(conn)
@@ -65,9 +73,13 @@ def run_pipeline(
     opts = IngestOptions()
     start = time.perf_counter()
     with instrumented(stages):
-        results = [ingest_path(conn, timed, f, opts, parser=parser) for f in files]
+        if one_by_one:
+            results = [ingest_path(conn, timed, f, opts, parser=parser) for f in files]
+        else:
+            results = ingest_paths(conn, timed, [(f, opts) for f in files], parser)
     seconds = time.perf_counter() - start
-    stages.seconds["other"] = seconds - sum(stages.seconds.values())  # hash, status rows, locks
+    # hash, status rows, locks (none left over when parsing overlapped the rest)
+    stages.seconds["other"] = max(0.0, seconds - sum(stages.seconds.values()))
     chunks = sum(r.chunks for r in results)
     return {
         "seconds": seconds,
@@ -90,13 +102,20 @@ def run_floor(embedder: Any, calls: list[list[str]]) -> dict[str, float]:
 
 
 def measure_rss(
-    backends: Sequence[str], batch_size: int, cache_dir: Path, files: list[Path]
+    backends: Sequence[str],
+    batch_size: int,
+    cache_dir: Path,
+    files: list[Path],
+    inline: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """One fresh probe process per backend, run side by side: they measure memory, not time."""
+    """One fresh probe process per backend, run side by side: they measure memory, not time.
+    Without `inline`, no probe parses in its own process too (its `inline_parsing` is None)."""
     root = Path(__file__).resolve().parent.parent
+    flags = [] if inline else ["--no-inline"]
     procs = {
         b: subprocess.Popen(
-            [sys.executable, "-m", "bench.rss_probe", MODEL, b, str(batch_size), str(cache_dir)]
+            [sys.executable, "-m", "bench.rss_probe", *flags, MODEL, b, str(batch_size)]
+            + [str(cache_dir)]
             + [str(f) for f in files],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -197,6 +216,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="isolated",
         help="parse in a ParserProcess child, as the worker does (default), or in-process",
     )
+    ap.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="ingest_path per file (one embedding call per document), not a worker's batch",
+    )
     ap.add_argument("--no-rss", action="store_true", help="skip the per-backend memory probes")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -275,7 +299,7 @@ def measure(
         k = run % len(args.backends)
         for b in args.backends[k:] + args.backends[:k]:  # rotated: no backend always goes first
             _say(f"run {run + 1}/{args.runs}: {b}, {len(files)} files")
-            result = run_pipeline(conn, embedders[b], files, parse)
+            result = run_pipeline(conn, embedders[b], files, parse, args.one_by_one)
             pipeline[b].append(result)
             floors[b].append(run_floor(embedders[b], result.pop("calls")))
     phase("runs")
@@ -289,7 +313,9 @@ def measure(
         del embedders  # the probes run one at a time; keep this process out of their way
         sample = list({f.suffix: f for f in files}.values())
         _say("memory probes, one process per backend")
-        for b, probe in measure_rss(args.backends, args.batch_size, cache, sample).items():
+        # --quick: the probes leave out parsing in-process (it imports every parser once more)
+        probes = measure_rss(args.backends, args.batch_size, cache, sample, inline=not args.quick)
+        for b, probe in probes.items():
             backends[b]["rss"] = probe
         phase("rss")
     return {
@@ -303,6 +329,7 @@ def measure(
             "python": platform.python_version(),
             "corpus": describe(files),
             "parser": parse_label,
+            "pipeline": "ingest_path per file" if args.one_by_one else "ingest.batch.ingest_paths",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "phase_seconds": phases,
             "note": "absolute times vary on shared machines; compare ratios within one run",

@@ -16,6 +16,7 @@ def render(result: dict[str, Any]) -> str:
         f" backend, interleaved; batch {m['batch_size']}, {m['cpus']} CPUs; medians",
         f"corpus: {corpus['text']}",
         f"parsing: {m['parser']}",
+        f"pipeline: {m.get('pipeline', 'ingest_path per file')}",
         "",
         f"{'backend':<10} {'files/s':>8} {'chunks/s':>9} {'floor/s':>8} {'embed/s':>8}"
         f" {'pipe/floor':>10} {'vs torch':>9} {'export s':>9} {'load s':>7}",
@@ -31,7 +32,8 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "floor/s: bare embed() of all the chunk texts in one call; embed/s: the pipeline's own"
-        " embed() calls (one per document); pipe/floor: pipeline chunks/s over floor/s",
+        " embed() calls (a batch's, or one per document --one-by-one); pipe/floor: pipeline"
+        " chunks/s over floor/s",
         "",
         "time per stage, seconds per run (share of pipeline time):",
     ]
@@ -52,11 +54,12 @@ def render(result: dict[str, Any]) -> str:
         for b, r in res.items():
             m = r.get("rss")
             if m:
+                inline = m["inline_parsing"]  # None: not measured (--quick)
                 lines.append(
                     f"{b:<10} {m['model_load_mb']:>10.0f} {m['rss_mb']:>7.0f}"
                     f" {m['peak_rss_mb']:>7.0f} {'yes' if m['torch_imported'] else 'no':>7}"
                     f" {m['parse_child']['peak_rss_mb']:>13.0f}"
-                    f" {m['inline_parsing']['rss_mb']:>14.0f}"
+                    + (f" {inline['rss_mb']:>14.0f}" if inline else f" {'-':>14}")
                 )
         lines.append(
             "(RSS, peak: the worker's own process, parsing in a ParserProcess child (its peak is"

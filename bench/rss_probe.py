@@ -4,8 +4,9 @@ parsed (in a `ParserProcess` child, as the worker does), chunked and embedded. A
 memory, and the main process's after parsing in-process too (`unstructured` imports spaCy, thinc,
 and so torch, whatever the backend).
 
-`bench.ingest` runs it as `python -m bench.rss_probe MODEL BACKEND BATCH CACHE_DIR FILE...` and
-reads the JSON line it prints.
+`bench.ingest` runs it as `python -m bench.rss_probe [--no-inline] MODEL BACKEND BATCH CACHE_DIR
+FILE...` and reads the JSON line it prints; `--no-inline` (its --quick) leaves out the in-process
+parsing pass (a second import of every parser, the larger part of a probe's time).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ def _status_mb(field: str, pid: int | str = "self") -> float:
 
 
 def probe(
-    model: str, backend: str, batch_size: int, cache_dir: Path, files: list[Path]
+    model: str,
+    backend: str,
+    batch_size: int,
+    cache_dir: Path,
+    files: list[Path],
+    *,
+    inline: bool = True,
 ) -> dict[str, Any]:
     from core.offline import go_offline
 
@@ -78,18 +85,22 @@ def probe(
         torch_imported="torch" in sys.modules,
         parse_child=child,
     )
-    ingest_like(parse_file)
-    out["inline_parsing"] = {
-        "rss_mb": _status_mb("VmRSS"),
-        "peak_rss_mb": _status_mb("VmHWM"),
-        "torch_imported": "torch" in sys.modules,
-    }
+    out["inline_parsing"] = None
+    if inline:
+        ingest_like(parse_file)
+        out["inline_parsing"] = {
+            "rss_mb": _status_mb("VmRSS"),
+            "peak_rss_mb": _status_mb("VmHWM"),
+            "torch_imported": "torch" in sys.modules,
+        }
     return out
 
 
 def main(argv: list[str]) -> int:
-    model, backend, batch, cache, *files = argv
-    print(json.dumps(probe(model, backend, int(batch), Path(cache), [Path(f) for f in files])))
+    inline = "--no-inline" not in argv  # --quick: the parsers are imported once, in the child
+    model, backend, batch, cache, *files = [a for a in argv if a != "--no-inline"]
+    paths = [Path(f) for f in files]
+    print(json.dumps(probe(model, backend, int(batch), Path(cache), paths, inline=inline)))
     return 0
 
 

@@ -23,7 +23,7 @@ def check_ingest(result: dict[str, Any], files: int = 5, rescan_files: int = 300
         assert set(r["stages_seconds"]) == set(STAGES)
         assert all(r["stages_seconds"][s] > 0 for s in ("parse", "chunk", "embed", "write"))
         assert r["rss"]["rss_mb"] > 0 and r["rss"]["parse_child"]["peak_rss_mb"] > 0
-        assert r["rss"]["inline_parsing"]["rss_mb"] > 0
+        assert r["rss"]["inline_parsing"] is None  # --quick leaves in-process parsing out
         assert r["vs_torch"]["pipeline"] > 0
         assert (r["export_s"] is None) == (b == "torch")
     assert result["backends"]["torch"]["rss"]["torch_imported"]
