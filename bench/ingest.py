@@ -102,13 +102,20 @@ def run_floor(embedder: Any, calls: list[list[str]]) -> dict[str, float]:
 
 
 def measure_rss(
-    backends: Sequence[str], batch_size: int, cache_dir: Path, files: list[Path]
+    backends: Sequence[str],
+    batch_size: int,
+    cache_dir: Path,
+    files: list[Path],
+    inline: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """One fresh probe process per backend, run side by side: they measure memory, not time."""
+    """One fresh probe process per backend, run side by side: they measure memory, not time.
+    Without `inline`, no probe parses in its own process too (its `inline_parsing` is None)."""
     root = Path(__file__).resolve().parent.parent
+    flags = [] if inline else ["--no-inline"]
     procs = {
         b: subprocess.Popen(
-            [sys.executable, "-m", "bench.rss_probe", MODEL, b, str(batch_size), str(cache_dir)]
+            [sys.executable, "-m", "bench.rss_probe", *flags, MODEL, b, str(batch_size)]
+            + [str(cache_dir)]
             + [str(f) for f in files],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -209,6 +216,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="isolated",
         help="parse in a ParserProcess child, as the worker does (default), or in-process",
     )
+    ap.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="ingest_path per file (one embedding call per document), not a worker's batch",
+    )
     ap.add_argument("--no-rss", action="store_true", help="skip the per-backend memory probes")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -216,11 +228,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.runs = args.runs or (1 if args.quick else 3)
     args.rescan_files = args.rescan_files or (2000 if args.quick else 10_000)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    ap.add_argument(
-        "--one-by-one",
-        action="store_true",
-        help="ingest_path per file (one embedding call per document), not a worker's batch",
-    )
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         ap.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
@@ -306,7 +313,9 @@ def measure(
         del embedders  # the probes run one at a time; keep this process out of their way
         sample = list({f.suffix: f for f in files}.values())
         _say("memory probes, one process per backend")
-        for b, probe in measure_rss(args.backends, args.batch_size, cache, sample).items():
+        # --quick: the probes leave out parsing in-process (it imports every parser once more)
+        probes = measure_rss(args.backends, args.batch_size, cache, sample, inline=not args.quick)
+        for b, probe in probes.items():
             backends[b]["rss"] = probe
         phase("rss")
     return {
@@ -320,9 +329,9 @@ def measure(
             "python": platform.python_version(),
             "corpus": describe(files),
             "parser": parse_label,
+            "pipeline": "ingest_path per file" if args.one_by_one else "ingest.batch.ingest_paths",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "phase_seconds": phases,
-            "pipeline": "ingest_path per file" if args.one_by_one else "ingest.batch.ingest_paths",
             "note": "absolute times vary on shared machines; compare ratios within one run",
         },
         "backends": backends,

@@ -54,11 +54,12 @@ def render(result: dict[str, Any]) -> str:
         for b, r in res.items():
             m = r.get("rss")
             if m:
+                inline = m["inline_parsing"]  # None: not measured (--quick)
                 lines.append(
                     f"{b:<10} {m['model_load_mb']:>10.0f} {m['rss_mb']:>7.0f}"
                     f" {m['peak_rss_mb']:>7.0f} {'yes' if m['torch_imported'] else 'no':>7}"
                     f" {m['parse_child']['peak_rss_mb']:>13.0f}"
-                    f" {m['inline_parsing']['rss_mb']:>14.0f}"
+                    + (f" {inline['rss_mb']:>14.0f}" if inline else f" {'-':>14}")
                 )
         lines.append(
             "(RSS, peak: the worker's own process, parsing in a ParserProcess child (its peak is"
