@@ -13,6 +13,7 @@ it asks for the title in a separate non-streamed request whose answer must hold
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -39,7 +40,14 @@ NOTES = """# Boiler notes
 The boiler in the cellar shows error code E-4471 when the water pressure falls below one bar.
 To fix E-4471, open the blue filling valve until the gauge reads 1.5 bar.
 """
-QUESTION = "What does boiler error code E-4471 mean?"
+# "What does boiler error code E-4471 mean?" gets, from the CPU model at temperature 0, an
+# invented answer ("a safety feature that prevents a boiler explosion"), which the answer check
+# rightly turns into the refusal, with no sources; this question it answers from the passage
+QUESTION = "How do I fix boiler error E-4471?"
+DOC_TITLE = "Boiler notes"  # the document's title (its heading), Hearth's label for it
+# a source chip shows Hearth's label, or its link: Open WebUI lists a source whose id is a URL
+# by that URL (Citations.svelte: `name: metadata?.external ? _source.name : id`)
+CHIP_TEXT = re.compile(rf"{DOC_TITLE}|{re.escape(DOC)}|/ui/passages/\d+|/v1/files/file-\d+")
 ANSWER_TIMEOUT_S = 900
 ARTIFACTS = REPO / "test-artifacts" / "openwebui"
 # The stack under test answers briefly: the CPU model makes ~1 token/s on two busy cores, and
@@ -253,7 +261,7 @@ def test_answer_is_stored_with_its_citations(api_chat: dict[str, Any]) -> None:
     assert not message.get("error"), message.get("error")
     assert message["content"].strip(), message
     names = source_names(message)
-    assert any(DOC in n for n in names), f"no source naming {DOC} on the stored message: {message}"
+    assert any(DOC in n or DOC_TITLE in n for n in names), f"no source for {DOC}: {message}"
 
 
 def test_generated_title_is_a_title(api_chat: dict[str, Any]) -> None:
@@ -303,7 +311,7 @@ def test_chat_page_shows_citation_chips_after_reload(
         toggle = page.locator(f"#message-{aid} button[aria-label^='Toggle']").first
         expect(toggle).to_be_visible(timeout=120_000)
         toggle.click()
-        chip = page.locator(f"[id^='source-{aid}-']").filter(has_text=DOC)
+        chip = page.locator(f"[id^='source-{aid}-']").filter(has_text=CHIP_TEXT)
         expect(chip.first).to_be_visible(timeout=30_000)
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -311,7 +319,7 @@ def test_chat_page_shows_citation_chips_after_reload(
         context.close()
 
 
-BROWSER_QUESTION = "How do I fix boiler error E-4471?"
+BROWSER_QUESTION = QUESTION  # in a chat of its own
 
 
 def test_chat_sent_from_the_page_keeps_its_citations_after_reload(
@@ -357,7 +365,7 @@ def test_chat_sent_from_the_page_keeps_its_citations_after_reload(
         toggle = page.locator(f"#message-{assistant_id} button[aria-label^='Toggle']").first
         expect(toggle).to_be_visible(timeout=120_000)
         toggle.click()
-        chip = page.locator(f"[id^='source-{assistant_id}-']").filter(has_text=DOC)
+        chip = page.locator(f"[id^='source-{assistant_id}-']").filter(has_text=CHIP_TEXT)
         expect(chip.first).to_be_visible(timeout=30_000)
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
