@@ -412,7 +412,7 @@ class ScriptedBackend(BaseHTTPRequestHandler):
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
             self._send(json.dumps({"object": "chat.completion", "choices": [choice]}).encode())
             return
-        chunks = [
+        chunks: list[dict[str, Any]] = [
             {
                 "choices": [
                     {"index": 0, "delta": {"role": "assistant", "content": "Low pressure [1]."}}
