@@ -91,6 +91,10 @@ def test_task_prompts_are_recognised() -> None:
     # Open WebUI's DEFAULT_RAG_TEMPLATE put before a real question: not a task
     rag = "### Task:\nRespond to the user query using the provided context, incorporating"
     assert not is_task(req(rag + '\n<context>\n<source id="1">x</source>\n</context>\nq?'))
+    lobe_title = "You are a professional conversation summarizer. Generate a concise title"
+    titled = req("user: What is E-4471?\nassistant: The sensor failed.")
+    titled.messages.insert(0, req(lobe_title).messages[0].model_copy(update={"role": "system"}))
+    assert is_task(titled)
     assert (task_budget(None), task_budget(1000), task_budget(40)) == (256, 256, 40)
     # a server told to answer briefly (LLM_MAX_TOKENS) keeps tasks as brief
     assert (task_budget(None, 64), task_budget(1000, 64), task_budget(40, 64)) == (64, 64, 40)
