@@ -201,6 +201,7 @@ async def _grounded(
     finish: str | None = None
     usage: dict[str, Any] | None = None
     failed: LLMError | None = None
+    timed = False
     yield chunk({"role": "assistant", "content": ""})
     try:
         if upstream is None:  # nothing relevant was found: say so, without the model
@@ -218,11 +219,11 @@ async def _grounded(
                             pieces.append(piece)
                 if not pieces:
                     continue
-                first_text = not flow.started
                 text = flow.feed("".join(pieces))
                 if text:
-                    if first_text:
+                    if not timed:  # the first text the client sees (the gate may hold some)
                         state.metrics.ttft.observe(time.perf_counter() - turn.started)
+                        timed = True
                     yield content(text)
     except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
         state.metrics.llm_error(exc)
@@ -232,6 +233,8 @@ async def _grounded(
             await upstream.aclose()  # type: ignore[attr-defined]
     end = flow.finish(sent=True)
     rest = end.tail + end.footer
+    if end.tail and not timed:  # all of the text was held to the end (or is the refusal)
+        state.metrics.ttft.observe(time.perf_counter() - turn.started)
     last: dict[str, Any] = (
         {"annotations": end.shaped["annotations"]} if "annotations" in end.shaped else {}
     )
