@@ -47,6 +47,7 @@ from .harness import (
     machine,
     make_token,
     now,
+    report,
     say,
     start_hearth,
     table,
@@ -405,13 +406,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    print(render(result))
-    write_json(args.json, result)
-    if not result["available"]:
-        print(f"CPU vLLM not available: {result['reason']}", file=sys.stderr)
-        return 0 if args.if_available else 2
-    return 0
+    return report(run(args), render, args.json, if_available=args.if_available)
 
 
 if __name__ == "__main__":

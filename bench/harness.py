@@ -259,6 +259,23 @@ def write_json(path: Path | None, result: dict[str, Any]) -> None:
     print(f"\nresults written to {path}")
 
 
+def report(
+    result: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    path: Path | None,
+    *,
+    if_available: bool = False,
+) -> int:
+    """A benchmark's end: its table, its JSON file, and its exit status. A result that says the
+    CPU vLLM was not `available` exits 2, or 0 with `--if-available` (`all` says so and goes on)."""
+    print(render(result))
+    write_json(path, result)
+    if result.get("available", True):
+        return 0
+    print(f"CPU vLLM not available: {result['reason']}", file=sys.stderr)
+    return 0 if if_available else 2
+
+
 def fmt_ms(row: dict[str, float], keys: Sequence[str] = ("p50", "p95", "p99")) -> list[str]:
     return [f"{row[k]:.2f}" if k in row else "-" for k in keys]
 

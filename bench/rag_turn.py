@@ -36,12 +36,12 @@ from .harness import (
     machine,
     make_token,
     now,
+    report,
     say,
     start_hearth,
     start_mock,
     summary,
     table,
-    write_json,
 )
 from .sse_client import StreamResult, Target, run_async, stream_chat
 
@@ -315,10 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    print(render(result))
-    write_json(args.json, result)
-    return 0
+    return report(run(args), render, args.json)
 
 
 if __name__ == "__main__":

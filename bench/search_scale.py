@@ -39,12 +39,12 @@ from .harness import (
     machine,
     make_token,
     ratios,
+    report,
     run_load,
     say,
     start_hearth,
     summary,
     table,
-    write_json,
 )
 from .recall import (
     FLOOR_SQL,
@@ -413,10 +413,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    print(render(result))
-    write_json(args.json, result)
-    return 0
+    return report(run(args), render, args.json)
 
 
 if __name__ == "__main__":
