@@ -257,8 +257,9 @@ def test_upload_ask_cite_reload_and_sign_out(
     assert request["body"]["model"] == "hearth:manuals" and request["body"]["stream"] is True
     assert request["headers"]["x-hearth-footer"] == "off"
     assert request["headers"]["x-hearth-ui"] == "1"
-    lengths = page.evaluate("window.__lengths")
-    assert len({n for n in lengths if n > 0}) >= 2, lengths  # it arrived in pieces
+    # a grounded answer is released a sentence at a time (the answer check's gate holds text
+    # until its first supported sentence), so a one-sentence answer may arrive whole: that the
+    # page renders a stream as it arrives is test_plain_chat_and_stop's (it stops one mid-way)
     text = answer.locator(".bubble").inner_text()
     assert "six weeks" in text, text
     assert "Sources:" not in text  # no text footer: the page shows the sources itself
