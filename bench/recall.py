@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from .harness import now
+from .harness import now, summary
 from .synthetic import DIM, Query
 
 K = 10
@@ -81,7 +81,11 @@ async def hearth_leg_top(url: str, queries: Sequence[Query], params: Any) -> lis
     return out
 
 
-def measure_recall(url: str, queries: Sequence[Query], params: Any) -> dict[str, Any]:
+def measure_recall(
+    url: str, queries: Sequence[Query], params: Any, efs: Sequence[int] = (40, 100)
+) -> dict[str, Any]:
+    """Recall of Hearth's dense leg and of the plain HNSW query at each ef_search in `efs` (40
+    and 100 always: the report's columns)."""
     from core.db import connect
 
     # autocommit: each `transaction()` is a real one, so its SET LOCAL ends with it
@@ -89,7 +93,8 @@ def measure_recall(url: str, queries: Sequence[Query], params: Any) -> dict[str,
         start = now()
         exact = exact_top(conn, queries)
         exact_ms = (now() - start) / len(queries) * 1000
-        plain = {ef: recall(hnsw_top(conn, queries, FLOOR_SQL, ef), exact) for ef in (40, 100)}
+        efs = sorted({40, 100, *efs})
+        plain = {ef: recall(hnsw_top(conn, queries, FLOOR_SQL, ef), exact) for ef in efs}
     leg = recall(asyncio.run(hearth_leg_top(url, queries, params)), exact)
     return {
         "queries": len(queries),
@@ -98,5 +103,29 @@ def measure_recall(url: str, queries: Sequence[Query], params: Any) -> dict[str,
         "hearth_ef_search": leg_options(params).ef_search,
         "vector_ef40": plain[40],
         "vector_ef100": plain[100],
+        "vector_by_ef": {str(ef): r for ef, r in plain.items()},
         "_exact": exact,
     }
+
+
+def floor_latency_by_ef(
+    url: str, queries: Sequence[Query], efs: Sequence[int], warm: int = 10
+) -> dict[str, dict[str, float]]:
+    """What each ef_search costs: the plain HNSW query's latency at 1 client, one query after
+    another on one connection (the same statement at each value; ef_search is read when the
+    index scan starts, so the prepared plan serves every value)."""
+    from core.db import connect
+
+    out = {}
+    with connect(url, autocommit=True) as conn:
+        for ef in sorted(set(efs)):
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+            for q in queries[:warm]:
+                conn.execute(FLOOR_SQL, (q.vector,), prepare=True).fetchall()
+            seconds = []
+            for q in queries:
+                start = now()
+                assert len(conn.execute(FLOOR_SQL, (q.vector,), prepare=True).fetchall()) == K
+                seconds.append(now() - start)
+            out[str(ef)] = summary(seconds)
+    return out

@@ -50,6 +50,7 @@ from .recall import (
     FLOOR_SQL,
     HALFVEC_SQL,
     K,
+    floor_latency_by_ef,
     hnsw_top,
     leg_options,
     measure_recall,
@@ -220,14 +221,16 @@ async def lexical_overlap(url: str, queries: Sequence[Query]) -> dict[str, Any]:
     params = search_params(url)
     impact, exact = lexical_options(params, "impact"), lexical_options(params, "exact")
     overlaps = []
+
+    async def top(conn: psycopg.AsyncConnection, text: str, opts: Any) -> list[int]:
+        # retrieve's rows come unordered (fusion sorts them): rank them by the leg's score
+        cands = await retrieve(conn, text, None, "lexical", opts)
+        ranked = sorted(cands, key=lambda c: (-(c.lexical_score or 0.0), c.passage.chunk_id))
+        return [c.passage.chunk_id for c in ranked]
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for q in queries:
-            got = [
-                c.passage.chunk_id for c in await retrieve(conn, q.text, None, "lexical", impact)
-            ]
-            want = [
-                c.passage.chunk_id for c in await retrieve(conn, q.text, None, "lexical", exact)
-            ]
+            got, want = await top(conn, q.text, impact), await top(conn, q.text, exact)
             if want:
                 overlaps.append(len(set(got[:K]) & set(want[:K])) / min(K, len(want)))
         cur = await conn.execute(
@@ -260,8 +263,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queries = corpus.queries(max(args.queries, args.recall_queries))
         params = search_params(url)
         say(f"recall@10 on {args.recall_queries} queries (exact search is a sequential scan)")
-        rec = measure_recall(url, queries[: args.recall_queries], params)
+        rec = measure_recall(url, queries[: args.recall_queries], params, args.ef_search)
         exact = rec.pop("_exact")
+        say(f"the plain HNSW query's latency at ef_search {rec['vector_by_ef']}")
+        rec["floor_by_ef"] = floor_latency_by_ef(url, queries[: args.queries], args.ef_search)
         say(f"BM25 impact plan against the exact plan on {args.recall_queries} queries")
         lex = asyncio.run(lexical_overlap(url, queries[: args.recall_queries]))
         embedder = load_embedder(EMBED_MODEL)
@@ -347,13 +352,19 @@ def render(result: dict[str, Any]) -> str:
         f"dataset: {m['dataset_dir']}"
         + (" (reused: load figures from its build)" if m["dataset_reused"] else ""),
         "",
-        f"load (binary COPY, indexes dropped): {load['seconds']:.1f} s,"
-        f" {load['chunks_per_s_copy']:,.0f} chunks/s in COPY (tsvector + BM25 statistics"
-        f" computed by the database); table with TOAST {load['table_mb']:,.0f} MB",
+        *_load_lines(load, idx),
         f"{'index':<28} {'build s':>8} {'size MB':>8}  recall@10 (ef_search)",
         f"{'GIN (tsv)':<28} {idx['gin']['seconds']:>8.1f} {idx['gin']['size_mb']:>8.1f}",
         f"{'BM25 postings index':<28} {idx['postings']['seconds']:>8.1f}"
         f" {idx['postings']['size_mb']:>8.1f}  (table {idx['postings']['table_mb']:,.0f} MB)",
+        *(
+            [
+                f"{'BM25 postings chunk index':<28} {idx['postings_chunk']['seconds']:>8.1f}"
+                f" {idx['postings_chunk']['size_mb']:>8.1f}"
+            ]
+            if "postings_chunk" in idx  # not in datasets built before it was timed alone
+            else []
+        ),
         f"{'HNSW vector (cosine)':<28} {idx['hnsw_vector']['seconds']:>8.1f}"
         f" {idx['hnsw_vector']['size_mb']:>8.1f}  {rec['hearth_dense_leg']:.3f}"
         f" ({rec['hearth_ef_search']}, Hearth's dense leg); {rec['vector_ef100']:.3f} (100);"
@@ -363,6 +374,14 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"{'HNSW halfvec (expression)':<28} {hv['index']['seconds']:>8.1f}"
             f" {hv['index']['size_mb']:>8.1f}  {hv['recall']:.3f} ({rec['hearth_ef_search']})"
+        )
+    if "floor_by_ef" in rec:
+        lines.append(
+            "plain HNSW query by ef_search: recall@10, 1 client p50 / p95 ms: "
+            + "; ".join(
+                f"{ef}: {rec['vector_by_ef'][ef]:.3f}, {row['p50']:.1f} / {row['p95']:.1f}"
+                for ef, row in rec["floor_by_ef"].items()
+            )
         )
     lex = result["lexical"]
     lines += [
@@ -397,6 +416,30 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load_lines(load: dict[str, Any], idx: dict[str, Any]) -> list[str]:
+    if "rebuild_seconds" not in load:  # a dataset loaded before the BM25 rebuild was timed
+        return [
+            f"load (binary COPY, indexes dropped): {load['seconds']:.1f} s,"
+            f" {load['chunks_per_s_copy']:,.0f} chunks/s in COPY (tsvector + BM25 statistics"
+            f" computed by the database); table with TOAST {load['table_mb']:,.0f} MB"
+        ]
+    how = (
+        "BM25 insert trigger off, then bm25_rebuild()"
+        if load["bm25"] == "rebuild"
+        else "BM25 triggers per COPY statement"
+    )
+    return [
+        f"load (binary COPY, indexes dropped, {how}): {load['seconds']:.1f} s: COPY"
+        f" {load['copy_seconds']:.1f} s ({load['chunks_per_s_copy']:,.0f} chunks/s, tsvector"
+        f" computed by the database; generating the data {load['generate_seconds']:.1f} s),"
+        f" bm25_rebuild() {load['rebuild_seconds']:.1f} s; COPY + BM25"
+        f" {load['chunks_per_s_copy_and_bm25']:,.0f} chunks/s; table with TOAST"
+        f" {load['table_mb']:,.0f} MB; VACUUM of the postings / chunks after the index builds"
+        f" {idx['postings'].get('vacuum_seconds', 0):.1f}"
+        f" / {idx.get('vacuum_chunks_seconds', 0):.1f} s"
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench.search_scale", description=__doc__.split("\n")[0]
@@ -405,6 +448,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--queries", type=int, default=300, help="per latency row (default 300)")
     ap.add_argument("--recall-queries", type=int, default=100, help="default 100")
     ap.add_argument("--no-halfvec", dest="halfvec", action="store_false")
+    ap.add_argument(
+        "--ef-search",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[40, 100, 200, 400],
+        help="hnsw.ef_search values for the plain query's recall and latency"
+        " (default 40,100,200,400)",
+    )
     ap.add_argument("--reuse", action="store_true", help="reuse a loaded dataset of this size")
     ap.add_argument("--data-dir", type=Path, help="default .cache/bench/search-N")
     ap.add_argument("--json", type=Path, help="write the results here")

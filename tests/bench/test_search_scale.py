@@ -27,6 +27,8 @@ def check_search(
     assert rec["queries"] == recall_queries
     for key in ("hearth_dense_leg", "vector_ef40", "vector_ef100"):
         assert 0 < rec[key] <= 1
+    assert set(rec["floor_by_ef"]) == set(rec["vector_by_ef"]) >= {"40", "100"}
+    assert all(row["n"] == queries for row in rec["floor_by_ef"].values())
     if halfvec:
         assert 0 < result["halfvec"]["recall"] <= 1
         assert result["halfvec"]["index"]["size_mb"] > 0
