@@ -15,7 +15,7 @@ import psycopg
 
 from core.embedder import Embedder
 from core.types import Chunk, Document
-from retrieval import index
+from retrieval import documents, index
 
 from .budget import Deadline, OutOfTime, embed_within, max_chars, too_many_chunks, too_much_text
 from .chunking import TooManyChunks, chunk_elements
@@ -50,7 +50,7 @@ def index_attachments(
             f = Path(tmp) / att.name
             f.write_bytes(att.data)
             digest = file_sha256(f)
-            existing = index.get_document(conn, key)
+            existing = documents.by_path(conn, key)
             conn.commit()
             if existing and existing.content_hash == digest and existing.status in SETTLED:
                 continue
@@ -102,7 +102,7 @@ def index_attachments(
                 index.replace_chunks(conn, doc, vectors, model=embedder.name)
             conn.commit()
     with guarded():
-        index.drop_attachments(conn, parent, keep)
+        documents.drop_attachments(conn, parent, keep)
     conn.commit()
 
 
@@ -138,12 +138,12 @@ def _fail(
 ) -> None:
     from psycopg.types.json import Jsonb
 
-    index.record_failure(
+    documents.record_failure(
         conn, key, "failed", reason, metadata=Jsonb({"attachment_of": parent}), **fields
     )
 
 
 def drop_attachments(conn: psycopg.Connection, parent: str, keep: Sequence[str] = ()) -> None:
     """Remove the attachment documents of `parent` that are not in `keep`."""
-    index.drop_attachments(conn, parent, list(keep))
+    documents.drop_attachments(conn, parent, list(keep))
     conn.commit()

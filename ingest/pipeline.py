@@ -32,7 +32,7 @@ import psycopg
 
 from core.embedder import Embedder
 from core.types import Chunk, Document
-from retrieval import guard, index
+from retrieval import documents, guard, index
 
 from .attachments import drop_attachments, index_attachments
 from .budget import (
@@ -221,7 +221,7 @@ def move_path(
     same; otherwise treat it as a deletion and a new file."""
     old, new = doc_key(src), doc_key(dest)
     with document_locks(conn, old, new):
-        doc = index.get_document(conn, old)
+        doc = documents.by_path(conn, old)
         seen = guard.read(conn, old)
         conn.commit()
         target = Path(new)
@@ -235,7 +235,7 @@ def move_path(
             if same:
                 try:
                     with guard.write(conn, seen):
-                        index.rename(
+                        documents.rename(
                             conn,
                             doc.id,
                             new,
@@ -310,7 +310,7 @@ def _ingest_locked(
 
 def _gone(conn: psycopg.Connection, key: str) -> IngestResult:
     """No regular file at `key` (reached through no symlink): it leaves the index."""
-    gone = index.mark_deleted(conn, key)
+    gone = documents.mark_deleted(conn, key)
     conn.commit()
     drop_attachments(conn, key)
     return IngestResult(key, "deleted" if gone else "missing")
@@ -355,7 +355,7 @@ def _record(
 ) -> IngestResult:
     """Mark the document failed (or needs_ocr) with its reason, unless it was deleted since."""
     with guard.write(conn, seen):
-        index.record_failure(
+        documents.record_failure(
             conn,
             key,
             status,
@@ -383,7 +383,7 @@ def _ingest_open(
     """Index the open file `fd` (the regular file at `path`); reads nothing through the path."""
     key = str(path)
     st = os.fstat(fd)
-    existing = index.get_document(conn, key)
+    existing = documents.by_path(conn, key)
     conn.commit()
     if (
         existing
@@ -409,7 +409,7 @@ def _ingest_open(
         digest = hashed
         if existing and existing.content_hash == digest and existing.status == "indexed":
             with guard.write(conn, seen):
-                index.touch(conn, key, st.st_size, st.st_mtime, collection=opts.collection)
+                documents.touch(conn, key, st.st_size, st.st_mtime, collection=opts.collection)
             conn.commit()
             return IngestResult(key, "unchanged", existing.chunk_count)
         if existing is None or existing.status == "deleted":
@@ -418,7 +418,9 @@ def _ingest_open(
                 return reused
 
         with guard.write(conn, seen):
-            index.set_status(conn, key, "parsing", collection=opts.collection, source=opts.source)
+            documents.set_status(
+                conn, key, "parsing", collection=opts.collection, source=opts.source
+            )
         conn.commit()
         try:
             parsed: Parsed = yield ParseStep(copy, deadline)
@@ -503,7 +505,7 @@ def _chunk_and_embed(
         return [], np.zeros((0, embedder.dim), dtype=np.float32)
     deadline.check()
     with guard.write(conn, seen):
-        index.set_status(conn, key, "embedding", collection=opts.collection, source=opts.source)
+        documents.set_status(conn, key, "embedding", collection=opts.collection, source=opts.source)
     conn.commit()
     vectors: np.ndarray = yield EmbedStep([c.embed_text for c in chunks], deadline)
     return chunks, vectors
@@ -519,14 +521,14 @@ def _reuse_same_content(
 ) -> IngestResult | None:
     """A new path whose bytes are already indexed: a move (the old path is gone) keeps the
     document; a copy gets the chunks and embeddings copied. Nothing is parsed or embedded."""
-    twin = index.find_by_hash(conn, digest, exclude_path=key)
+    twin = documents.find_by_hash(conn, digest, exclude_path=key)
     conn.commit()
     if twin is None:
         return None
     if not os.path.lexists(twin.path):
         with document_locks(conn, twin.path):
             with guard.write(conn, seen):
-                index.rename(
+                documents.rename(
                     conn,
                     twin.id,
                     key,
@@ -537,7 +539,7 @@ def _reuse_same_content(
             conn.commit()
         return IngestResult(key, "moved", twin.chunk_count)
     with guard.write(conn, seen):
-        index.copy_document(
+        documents.copy_document(
             conn,
             twin.id,
             key,

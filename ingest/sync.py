@@ -18,7 +18,7 @@ import pathspec
 import psycopg
 
 from core.settings import WatchRoot
-from retrieval import index
+from retrieval import documents
 
 from .confine import fd_sha256, opened, points_inside, read_small
 
@@ -102,12 +102,12 @@ def reconcile(conn: psycopg.Connection, roots: Sequence[WatchRoot]) -> Plan:
     """Compare the folders with the index by size and mtime only (no file is read unless it is
     new and may be a moved one), so a rescan of an unchanged tree costs one stat per file."""
     plan = Plan()
-    vanished: dict[str, index.DocumentRow] = {}
+    vanished: dict[str, documents.DocumentRow] = {}
     new: list[tuple[Path, str, Path]] = []  # (path, collection, root)
     for root in roots:
         base = root.path.resolve()
         base.mkdir(parents=True, exist_ok=True)
-        known = {d.path: d for d in index.documents_under(conn, str(base))}
+        known = {d.path: d for d in documents.under(conn, str(base))}
         for p in walk(base):
             doc = known.pop(str(p), None)
             try:
@@ -130,7 +130,7 @@ def reconcile(conn: psycopg.Connection, roots: Sequence[WatchRoot]) -> Plan:
                 plan.to_ingest.append((p, root.collection))
         vanished.update(known)
     # a new file with the size and content of a vanished document is that document, moved
-    by_size: dict[int, list[index.DocumentRow]] = {}
+    by_size: dict[int, list[documents.DocumentRow]] = {}
     for doc in vanished.values():
         if doc.status == "indexed" and doc.size is not None:
             by_size.setdefault(doc.size, []).append(doc)

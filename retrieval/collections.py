@@ -7,7 +7,7 @@ foreign key on `documents.collection` (migration 0007) refuses any other.
 
 The home of the `collections` table: every statement that reads or changes its rows is here
 (the API's access rules in api.store.access decide *whether*; this module does it). It lives in
-`retrieval/` because the index's writer (retrieval.index) creates configured collections. Two
+`retrieval/` because the documents' writer (retrieval.documents) creates configured collections. Two
 SQL functions of migration 0007 also write it: `upload_collection` (called by api.store.access)
 and the trigger that gives a new user a personal collection."""
 

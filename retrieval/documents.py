@@ -1,11 +1,12 @@
-"""The `documents` table as people see and change it: listings and counts (the Files API, the
-chat UI, `hearth ls`, `hearth status`, /metrics), an upload's queued row, a delete, a forced
-re-index, and a restored backup's new uploads folder. Async on the API's pool, sync for the CLI.
+"""The `documents` table, its home: no other module reads or writes it, but for the search's join
+(retrieval.hybrid) and a collection's document count (retrieval.collections).
 
-Together with retrieval.index (the ingestion's write path: a document's row by path, its status
-and generation, its chunks) this is the table's home: no other module reads or writes it, but
-for the search's join (retrieval.hybrid) and a collection's document count
-(retrieval.collections)."""
+Two sides of it. Ingestion's, sync on a worker's connection: a document's row by path, its status
+and generation (what retrieval.guard checks), moves, copies and failures. People's, async on the
+API's pool (sync for the CLI): listings and counts (the Files API, the chat UI, `hearth ls`,
+`hearth status`, /metrics), an upload's queued row, a delete, a forced re-index, and a restored
+backup's new uploads folder. A document's chunks are retrieval.index's; the few writes here that
+also delete or copy chunks do so in the row's transaction, so search never sees them disagree."""
 
 from __future__ import annotations
 
@@ -17,10 +18,219 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from .collections import ensure_for_writer
+
 # every status but 'deleted': what a listing shows
 LIVE_STATUSES = ("queued", "parsing", "embedding", "indexed", "failed", "needs_ocr")
 PROBLEM_STATUSES = ("failed", "needs_ocr")
 BUSY_STATUSES = ("queued", "parsing", "embedding")  # on its way through ingestion
+
+
+# --- ingestion's side: a document's row by path (sync, a worker's connection) ---
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A document's row as ingestion needs it (whether its file changed, where it is)."""
+
+    id: int
+    path: str
+    content_hash: str | None
+    size: int | None
+    mtime: float | None
+    status: str
+    collection: str
+    chunk_count: int
+    error: str | None
+
+
+_ROW_SQL = (
+    "SELECT id, path, content_hash, size, mtime, status, collection, chunk_count, error"
+    " FROM documents"
+)
+
+
+def by_path(conn: psycopg.Connection, path: str) -> DocumentRow | None:
+    """The row of the document at `path`, deleted or not."""
+    row = conn.execute(_ROW_SQL + " WHERE path = %s", (path,)).fetchone()
+    return DocumentRow(*row) if row else None
+
+
+def generation(
+    conn: psycopg.Connection, path: str, *, lock: bool = False
+) -> tuple[int, str] | None:
+    """The generation and status of the document at `path` (None: no row); `lock`: its row
+    stays locked until the transaction ends. What retrieval.guard checks work against."""
+    sql = "SELECT generation, status FROM documents WHERE path = %s"
+    row = conn.execute(sql + (" FOR UPDATE" if lock else ""), (path,)).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def under(conn: psycopg.Connection, root: str) -> list[DocumentRow]:
+    """Live (not deleted) documents whose file is inside the folder `root` (an email's
+    attachments have no file of their own, so they are not listed)."""
+    prefix = root.rstrip("/") + "/"
+    rows = conn.execute(
+        _ROW_SQL + " WHERE status <> 'deleted' AND left(path, length(%s)) = %s"
+        " AND NOT metadata ? 'attachment_of'",
+        (prefix, prefix),
+    ).fetchall()
+    return [DocumentRow(*r) for r in rows]
+
+
+def set_status(
+    conn: psycopg.Connection,
+    path: str,
+    status: str,
+    *,
+    error: str | None = None,
+    collection: str = "default",
+    source: str = "watch",
+    **fields: Any,
+) -> int:
+    """Create or update the document's row with a new status; return its id."""
+    cols = {"status": status, "error": error, "collection": collection, "source": source, **fields}
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    # metadata accumulates (an upload's purpose survives indexing); other columns are replaced
+    updates = ", ".join(
+        f"{k} = documents.{k} || EXCLUDED.{k}" if k == "metadata" else f"{k} = EXCLUDED.{k}"
+        for k in cols
+    )
+    ensure_for_writer(conn, collection, source)
+    row = conn.execute(
+        f"INSERT INTO documents (path, {names}) VALUES (%s, {marks})"
+        f" ON CONFLICT (path) DO UPDATE SET {updates}, updated_at = now() RETURNING id",
+        (path, *cols.values()),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def mark_deleted(conn: psycopg.Connection, path: str) -> bool:
+    """Remove a document's chunks from the index; keep its row as 'deleted'. True if it existed."""
+    # here, not in retrieval.index: the row's change is the write, its chunks only go with it
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE documents SET status = 'deleted', chunk_count = 0, error = NULL,"
+            " updated_at = now() WHERE path = %s AND status <> 'deleted' RETURNING id",
+            (path,),
+        ).fetchone()
+        if row:
+            conn.execute("DELETE FROM chunks WHERE document_id = %s", (row[0],))
+    return row is not None
+
+
+def touch(
+    conn: psycopg.Connection, path: str, size: int, mtime: float, collection: str | None = None
+) -> None:
+    """Record a new size/mtime (and collection) for a document whose content did not change."""
+    if collection is not None:
+        _ensure_for_document(conn, collection, "path = %s", path)
+    conn.execute(
+        "UPDATE documents SET size = %s, mtime = %s, collection = coalesce(%s, collection),"
+        " updated_at = now() WHERE path = %s",
+        (size, mtime, collection, path),
+    )
+
+
+def record_failure(
+    conn: psycopg.Connection, path: str, status: str, reason: str, **fields: Any
+) -> None:
+    """Mark a document failed (or needs_ocr) with its reason; it has no chunks any more."""
+    # here, not in retrieval.index: the row's change is the write, its chunks only go with it
+    with conn.transaction():
+        doc_id = set_status(conn, path, status, error=reason, chunk_count=0, **fields)
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc_id,))
+
+
+def find_by_hash(
+    conn: psycopg.Connection, content_hash: str, exclude_path: str
+) -> DocumentRow | None:
+    """An indexed document with these exact bytes at another path."""
+    row = conn.execute(
+        _ROW_SQL + " WHERE content_hash = %s AND status = 'indexed' AND path <> %s"
+        " ORDER BY id LIMIT 1",
+        (content_hash, exclude_path),
+    ).fetchone()
+    return DocumentRow(*row) if row else None
+
+
+def rename(
+    conn: psycopg.Connection,
+    doc_id: int,
+    new_path: str,
+    *,
+    collection: str,
+    size: int,
+    mtime: float,
+) -> None:
+    """Give a document a new path (a move): its chunks and embeddings stay as they are."""
+    with conn.transaction():
+        _ensure_for_document(conn, collection, "id = %s", doc_id)
+        conn.execute("DELETE FROM documents WHERE path = %s AND id <> %s", (new_path, doc_id))
+        conn.execute(
+            "UPDATE documents SET path = %s, collection = %s, size = %s, mtime = %s,"
+            " updated_at = now() WHERE id = %s",
+            (new_path, collection, size, mtime, doc_id),
+        )
+
+
+def copy_document(
+    conn: psycopg.Connection,
+    doc_id: int,
+    new_path: str,
+    *,
+    collection: str,
+    source: str,
+    size: int,
+    mtime: float,
+) -> int:
+    """Index a copy of an indexed document under a new path, reusing its chunks' embeddings."""
+    # here, not in retrieval.index: a new row is the write; its chunks are copied in SQL with it
+    with conn.transaction():
+        ensure_for_writer(conn, collection, source)
+        row = conn.execute(
+            "INSERT INTO documents (path, source, collection, content_hash, size, mtime, mime,"
+            " title, status, chunk_count, metadata, indexed_at)"
+            " SELECT %s, %s, %s, content_hash, %s, %s, mime, title, 'indexed', chunk_count,"
+            " metadata, now() FROM documents WHERE id = %s"
+            " ON CONFLICT (path) DO UPDATE SET source = EXCLUDED.source,"
+            " collection = EXCLUDED.collection, content_hash = EXCLUDED.content_hash,"
+            " size = EXCLUDED.size, mtime = EXCLUDED.mtime, mime = EXCLUDED.mime,"
+            " title = EXCLUDED.title, status = 'indexed', error = NULL,"
+            " chunk_count = EXCLUDED.chunk_count, metadata = EXCLUDED.metadata,"
+            " indexed_at = now(), updated_at = now() RETURNING id",
+            (new_path, source, collection, size, mtime, doc_id),
+        ).fetchone()
+        assert row is not None
+        new_id = int(row[0])
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (new_id,))
+        conn.execute(
+            "INSERT INTO chunks (document_id, ordinal, text, context, heading_path, page,"
+            " char_start, char_end, embedding) SELECT %s, ordinal, text, context, heading_path,"
+            " page, char_start, char_end, embedding FROM chunks WHERE document_id = %s",
+            (new_id, doc_id),
+        )
+    return new_id
+
+
+def _ensure_for_document(conn: psycopg.Connection, collection: str, where: str, key: Any) -> None:
+    """`ensure_for_writer` for a write that keeps the document's own source."""
+    row = conn.execute(f"SELECT source FROM documents WHERE {where}", (key,)).fetchone()
+    if row is not None:
+        ensure_for_writer(conn, collection, row[0])
+
+
+def drop_attachments(conn: psycopg.Connection, parent: str, keep: list[str]) -> None:
+    """Delete the attachment documents of `parent` whose paths are not in `keep`."""
+    conn.execute(
+        "DELETE FROM documents WHERE metadata ->> 'attachment_of' = %s AND NOT path = ANY(%s)",
+        (parent, keep),
+    )
+
+
+# --- people's side: as people see and change them (async on the API's pool, sync for the CLI) ---
 
 
 @dataclass(frozen=True)
@@ -137,6 +347,7 @@ async def delete_document(conn: psycopg.AsyncConnection, doc_id: int, path: str)
     `path` must still be the document's: if a worker moved the document to another path in the
     meantime, nothing happens. True if it was live.
     """
+    # the row's change is the write, its chunks only go with it (as in mark_deleted)
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE documents SET status = 'deleted', chunk_count = 0, error = NULL,"

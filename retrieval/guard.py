@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import index
+from . import documents
 
 
 class Superseded(RuntimeError):
@@ -40,7 +40,7 @@ class Generation:
 
 
 def read(conn: psycopg.Connection, path: str) -> Generation:
-    found = index.generation(conn, path)
+    found = documents.generation(conn, path)
     return Generation(path, *found) if found else Generation(path, None, None)
 
 
@@ -50,7 +50,7 @@ def write(conn: psycopg.Connection, seen: Generation) -> Iterator[None]:
     still as `seen`; raises Superseded when it is not. Afterwards `seen` follows the row, so a
     write that created it is seen by the next one. The caller commits, as after any write."""
     with conn.transaction():
-        locked = index.generation(conn, seen.path, lock=True)
+        locked = documents.generation(conn, seen.path, lock=True)
         if (locked[0] if locked else None) != seen.value:
             raise Superseded(seen.path)
         yield

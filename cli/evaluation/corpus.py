@@ -14,7 +14,7 @@ from core.embedder import Embedder
 from core.types import Document
 from ingest.chunking import chunk_elements
 from ingest.parse import Element
-from retrieval import index
+from retrieval import documents, index
 
 from .beir import BeirDoc, Dataset
 
@@ -97,5 +97,5 @@ def index_dataset(
     return {i: d for i, d in ids.items() if d in data.corpus}
 
 
-def _indexed_under(conn: psycopg.Connection, prefix: str) -> list[index.DocumentRow]:
-    return [d for d in index.documents_under(conn, prefix) if d.status == "indexed"]
+def _indexed_under(conn: psycopg.Connection, prefix: str) -> list[documents.DocumentRow]:
+    return [d for d in documents.under(conn, prefix) if d.status == "indexed"]

@@ -25,7 +25,7 @@ from api.rewrite import REWRITE_INSTRUCTIONS
 from api.store import access, accounts
 from core.embedder import Embedder
 from core.settings import get_settings
-from retrieval import index
+from retrieval import documents, index
 from tests.factories import make_cross_encoder, make_document
 from tests.mock_llm import MockLLM, serve
 
@@ -199,7 +199,7 @@ def test_no_byte_ann_receives_depends_on_what_she_cannot_read(
     unchanged("a COPY into bob-private")
 
     # 2. INSERT ... SELECT: the shared manual copied into a collection only admins read
-    index.copy_document(
+    documents.copy_document(
         db, ids["shared"], "/w/family/manual.md", collection="family", source="watch",
         size=1, mtime=1.0,
     )  # fmt: skip
@@ -208,7 +208,7 @@ def test_no_byte_ann_receives_depends_on_what_she_cannot_read(
 
     # 3. a move (documents.collection is updated): Bob's planted note goes to family
     bob_before = scores(bob, QUERIES[0])
-    index.rename(db, planted, "/w/family/boiler.md", collection="family", size=1, mtime=1.0)
+    documents.rename(db, planted, "/w/family/boiler.md", collection="family", size=1, mtime=1.0)
     db.commit()
     assert scores(bob, QUERIES[0])["/w/shared/manual.md"] != bob_before["/w/shared/manual.md"]
     unchanged("a move from bob-private to family")
@@ -218,7 +218,7 @@ def test_no_byte_ann_receives_depends_on_what_she_cannot_read(
     unchanged("a long document in bob-private")
 
     # 5. DELETE, and ON DELETE CASCADE
-    index.mark_deleted(db, "/u/bob/long.md")
+    documents.mark_deleted(db, "/u/bob/long.md")
     db.commit()
     db.execute("DELETE FROM documents WHERE path = '/w/family/boiler.md'")
     db.commit()

@@ -20,7 +20,7 @@ from api.uploads import MAX_NAME_BYTES, sanitize_filename
 from cli.main import main
 from core.embedded import EmbeddedRedis
 from core.settings import get_settings
-from retrieval import index
+from retrieval import documents, index
 from tests.factories import HashEmbedder, make_document
 
 LIMIT = 4096  # bytes: MAX_FILE_MB for these tests
@@ -337,7 +337,7 @@ def test_hearth_ls(env, db, capsys: pytest.CaptureFixture[str], monkeypatch) -> 
     settings, _ = env
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     good = index_file(db, settings.watch_dir / "pump.md", "heat pump filter")
-    index.record_failure(db, "/w/scan.pdf", "needs_ocr", "no text layer")
+    documents.record_failure(db, "/w/scan.pdf", "needs_ocr", "no text layer")
     db.commit()
 
     assert main(["ls"]) == 0

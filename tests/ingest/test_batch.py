@@ -17,7 +17,7 @@ from core.db import connect
 from ingest.batch import ingest_paths
 from ingest.parse import Parsed, ParseError, parse_file
 from ingest.pipeline import IngestOptions, IngestResult, _lock_id, doc_key, ingest_path
-from retrieval import index
+from retrieval import documents
 from tests.factories import HashEmbedder
 
 OPTS = IngestOptions(chunk_size=64, chunk_overlap=8)
@@ -193,7 +193,7 @@ def test_a_delete_during_a_batch_wins_over_the_documents_waiting_to_be_written(
     def parser(path: Path) -> Parsed:
         if path.read_bytes() == trigger.read_bytes():  # the victim is parsed and waits to embed
             with connect(pg_url) as other:
-                assert index.mark_deleted(other, doc_key(victim))
+                assert documents.mark_deleted(other, doc_key(victim))
                 other.commit()
         return parse_file(path)
 

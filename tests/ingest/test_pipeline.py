@@ -11,7 +11,7 @@ import pytest
 
 from ingest.parse import Parsed, parse_file
 from ingest.pipeline import IngestOptions, ingest_path
-from retrieval import index
+from retrieval import documents
 from tests.factories import HashEmbedder
 
 OPTS = IngestOptions(chunk_size=64, chunk_overlap=8)
@@ -46,7 +46,7 @@ def test_new_file_is_indexed_with_its_chunks(db: psycopg.Connection, tmp_path: P
     emb = CountingEmbedder()
     result = ingest_path(db, emb, f, OPTS)
     assert result.status == "indexed" and result.chunks >= 1
-    doc = index.get_document(db, str(f.resolve()))
+    doc = documents.by_path(db, str(f.resolve()))
     assert doc is not None and doc.status == "indexed" and doc.chunk_count == result.chunks
     assert any("tomatoes" in t for t in chunk_texts(db, f))
 
@@ -70,7 +70,7 @@ def test_touched_but_identical_file_is_not_reembedded(
     os.utime(f, (1_000_000, 1_000_000))  # new mtime, same bytes: the hash decides
     assert ingest_path(db, emb, f, OPTS).status == "unchanged"
     assert emb.calls == 1
-    doc = index.get_document(db, str(f.resolve()))
+    doc = documents.by_path(db, str(f.resolve()))
     assert doc is not None and doc.mtime == 1_000_000
 
 
@@ -93,7 +93,7 @@ def test_deleted_file_leaves_the_index(db: psycopg.Connection, tmp_path: Path) -
     f.unlink()
     assert ingest_path(db, emb, f, OPTS).status == "deleted"
     assert chunk_texts(db, f) == []
-    doc = index.get_document(db, str(f.resolve()))
+    doc = documents.by_path(db, str(f.resolve()))
     assert doc is not None and doc.status == "deleted"
 
 
@@ -284,7 +284,7 @@ def test_text_over_the_budget_fails_before_anything_is_embedded(
     assert r_many.status == "failed" and "more than 5 chunks" in (r_many.error or "")
     for r in (r_long, r_many):
         assert "MAX_FILE_CHUNKS" in (r.error or "")
-        doc = index.get_document(db, r.path)
+        doc = documents.by_path(db, r.path)
         assert doc is not None and doc.status == "failed" and doc.error == r.error
     assert ingest_path(db, emb, fits, opts).status == "indexed" and emb.calls == 1
 
@@ -342,4 +342,4 @@ def test_a_symlinked_upload_is_skipped_with_its_folder_named(
     inner = uploads / "user-ann" / "1a" / "alias.txt"
     os.symlink(tmp_path / "uploads" / "user-ann" / "1a" / "real.txt", inner)
     assert ingest_path(db, CountingEmbedder(), inner, opts).status == "skipped"
-    assert index.get_document(db, str(inner)) is None
+    assert documents.by_path(db, str(inner)) is None

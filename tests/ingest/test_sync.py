@@ -10,12 +10,12 @@ import psycopg
 from core.settings import WatchRoot
 from ingest.hashing import file_sha256
 from ingest.sync import IgnoreRules, reconcile, root_for, walk
-from retrieval import index
+from retrieval import documents
 
 
 def indexed(db: psycopg.Connection, path: Path, collection: str = "default") -> None:
     st = path.stat()
-    index.set_status(
+    documents.set_status(
         db,
         str(path),
         "indexed",
@@ -141,7 +141,7 @@ def test_reconcile_queues_a_symlink_once_and_then_leaves_it(
     plan = reconcile(db, [WatchRoot(root, "default")])
     assert plan.to_ingest == [(link, "default")] and plan.moves == []
     st = link.lstat()  # what the worker records for it: the link's own size and time
-    index.record_failure(db, str(link), "failed", "skipped", size=st.st_size, mtime=st.st_mtime)
+    documents.record_failure(db, str(link), "failed", "skipped", size=st.st_size, mtime=st.st_mtime)
     db.commit()
     plan = reconcile(db, [WatchRoot(root, "default")])
     assert (plan.to_ingest, plan.unchanged) == ([], 1)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from core.db import connect
-from retrieval import index
+from retrieval import documents, index
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchParams, search
 from tests.factories import HashEmbedder, make_document
@@ -157,17 +157,17 @@ def test_stats_follow_every_write_path(db: psycopg.Connection) -> None:
     exact(db)
     put(db, "/w/a.md", ["Boilers need a service every second year."], title="A")  # re-index
     exact(db)
-    b = index.get_document(db, "/w/b.md")
+    b = documents.by_path(db, "/w/b.md")
     assert b is not None
-    index.copy_document(  # INSERT ... SELECT
+    documents.copy_document(  # INSERT ... SELECT
         db, b.id, "/w/copy.md", collection="default", source="watch", size=1, mtime=1.0
     )
     db.commit()
     exact(db)
-    index.mark_deleted(db, "/w/b.md")  # DELETE
+    documents.mark_deleted(db, "/w/b.md")  # DELETE
     db.commit()
     exact(db)
-    index.record_failure(db, "/w/a.md", "failed", "broken")  # DELETE via the failure path
+    documents.record_failure(db, "/w/a.md", "failed", "broken")  # DELETE via the failure path
     db.commit()
     exact(db)
     db.execute("DELETE FROM documents WHERE path = '/w/copy.md'")  # ON DELETE CASCADE
@@ -238,16 +238,16 @@ def test_stats_are_kept_per_collection_through_every_write_path(db: psycopg.Conn
     per, terms = exact(db)
     assert set(per) == {"house", "garden"} and per["house"][0] == per["garden"][0] == 2
     assert terms[("house", "pump")] == terms[("garden", "pump")] == 1
-    index.copy_document(  # INSERT ... SELECT into a third collection
+    documents.copy_document(  # INSERT ... SELECT into a third collection
         db, b, "/w/shed/b.md", collection="shed", source="watch", size=1, mtime=1.0
     )
     db.commit()
     assert exact(db)[0]["shed"] == per["garden"]
-    index.rename(db, a, "/w/garden/a.md", collection="garden", size=1, mtime=1.0)  # a move
+    documents.rename(db, a, "/w/garden/a.md", collection="garden", size=1, mtime=1.0)  # a move
     db.commit()
     per, terms = exact(db)
     assert "house" not in per and per["garden"][0] == 4 and terms[("garden", "pump")] == 2
-    index.touch(db, "/w/shed/b.md", 1, 1.0, collection="house")  # a move without a new path
+    documents.touch(db, "/w/shed/b.md", 1, 1.0, collection="house")  # a move without a new path
     db.commit()
     assert set(exact(db)[0]) == {"garden", "house"}
     # one statement moving several documents, each to another collection
@@ -289,7 +289,7 @@ def test_stats_are_kept_per_collection_through_every_write_path(db: psycopg.Conn
     assert ("garden", "kettl") in exact(db)[1]
     db.execute("UPDATE chunks SET embedding = embedding")  # what re-embedding does: no change
     db.commit()
-    index.mark_deleted(db, "/w/b.md")  # DELETE
+    documents.mark_deleted(db, "/w/b.md")  # DELETE
     db.commit()
     exact(db)
     db.execute("DELETE FROM documents")  # ON DELETE CASCADE, several collections at once

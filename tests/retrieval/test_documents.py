@@ -54,7 +54,7 @@ def test_an_upload_starts_queued_with_its_purpose(db: psycopg.Connection, pg_url
 def test_listing_filters_and_pages(db: psycopg.Connection, pg_url: str) -> None:
     ids = [indexed(db, f"/w/{n}.md", [f"text {n}"]) for n in range(5)]
     other = indexed(db, "/w/family.md", ["family text"], collection="family")
-    index.record_failure(db, "/w/broken.pdf", "failed", "not a PDF")
+    documents.record_failure(db, "/w/broken.pdf", "failed", "not a PDF")
     db.commit()
 
     everything = run(pg_url, lambda c: documents.list_documents(c))
@@ -96,7 +96,7 @@ def test_deleting_removes_chunks_and_hides_the_document(
 
 def test_delete_does_nothing_when_the_document_moved(db: psycopg.Connection, pg_url: str) -> None:
     doc_id = indexed(db, "/w/a.md", ["alpha"])
-    index.rename(db, doc_id, "/w/renamed.md", collection="default", size=5, mtime=1.0)
+    documents.rename(db, doc_id, "/w/renamed.md", collection="default", size=5, mtime=1.0)
     db.commit()
     assert run(pg_url, lambda c: documents.delete_document(c, doc_id, "/w/a.md")) is False
     assert chunk_count(db, doc_id) == 1
@@ -115,7 +115,7 @@ def test_discard_forgets_only_queued_rows(db: psycopg.Connection, pg_url: str) -
 
 def test_unknown_and_deleted_ids_are_not_found(db: psycopg.Connection, pg_url: str) -> None:
     doc_id = indexed(db, "/w/gone.md", ["gone"])
-    index.mark_deleted(db, "/w/gone.md")
+    documents.mark_deleted(db, "/w/gone.md")
     db.commit()
     assert run(pg_url, lambda c: documents.get_document(c, doc_id)) is None
     assert run(pg_url, lambda c: documents.get_document(c, 999_999)) is None

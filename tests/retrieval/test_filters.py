@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from retrieval import index
+from retrieval import documents, index
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchParams, search
 from tests.factories import HashEmbedder, make_document
@@ -142,7 +142,7 @@ def test_a_filter_never_leaks_and_never_loses(corpus, pg_url: str, mode: str) ->
 
 
 def test_deleted_documents_stay_out_under_every_filter(corpus, pg_url: str) -> None:  # type: ignore[no-untyped-def]
-    index.mark_deleted(corpus, DOCS[0]["path"])
+    documents.mark_deleted(corpus, DOCS[0]["path"])
     corpus.commit()
     for mode in ("lexical", "dense", "hybrid"):
         assert DOCS[0]["path"] not in found(pg_url, SearchFilter(collections=("family",)), mode)

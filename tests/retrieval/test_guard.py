@@ -38,11 +38,11 @@ def test_every_row_has_its_own_generation_and_a_delete_moves_it(db: psycopg.Conn
     assert guard.read(db, "/w/none.md") == guard.Generation("/w/none.md", None, None)
     put(db, "/w/a.md", "new words")  # a rewrite keeps it
     assert guard.read(db, "/w/a.md").value == a.value
-    index.mark_deleted(db, "/w/a.md")  # the worker's delete
+    documents.mark_deleted(db, "/w/a.md")  # the worker's delete
     db.commit()
     after = guard.read(db, "/w/a.md")
     assert after.deleted and after.value not in (a.value, b.value)
-    index.mark_deleted(db, "/w/a.md")  # deleting a deleted row moves nothing
+    documents.mark_deleted(db, "/w/a.md")  # deleting a deleted row moves nothing
     db.commit()
     assert guard.read(db, "/w/a.md").value == after.value
 
@@ -80,19 +80,19 @@ def test_a_new_row_is_followed_and_a_row_made_meanwhile_refuses(db: psycopg.Conn
     seen = guard.read(db, "/w/new.md")
     db.commit()
     with guard.write(db, seen):
-        index.set_status(db, "/w/new.md", "parsing")
+        documents.set_status(db, "/w/new.md", "parsing")
     db.commit()
     assert seen.value is not None and seen.status == "parsing"
     with guard.write(db, seen):  # the next write sees its own row
-        index.set_status(db, "/w/new.md", "embedding")
+        documents.set_status(db, "/w/new.md", "embedding")
     db.commit()
 
     late = guard.read(db, "/w/other.md")
     db.commit()
-    index.set_status(db, "/w/other.md", "queued")  # someone else made the row first
+    documents.set_status(db, "/w/other.md", "queued")  # someone else made the row first
     db.commit()
     with pytest.raises(guard.Superseded), guard.write(db, late):
-        index.set_status(db, "/w/other.md", "parsing")
+        documents.set_status(db, "/w/other.md", "parsing")
     db.rollback()
 
 
@@ -140,7 +140,7 @@ def test_a_deleted_email_takes_its_attachments(db: psycopg.Connection) -> None:
         (Jsonb({"attachment_of": "/w/other.eml"}),),
     )
     db.commit()
-    index.mark_deleted(db, "/w/mail.eml")
+    documents.mark_deleted(db, "/w/mail.eml")
     db.commit()
     paths = {r[0] for r in db.execute("SELECT path FROM documents").fetchall()}
     assert paths == {"/w/mail.eml", "/w/other.eml#x.pdf"}

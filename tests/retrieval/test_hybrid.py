@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from core.types import Passage
-from retrieval import index
+from retrieval import documents, index
 from retrieval.search import SearchParams, search
 from tests.factories import make_document
 
@@ -93,7 +93,7 @@ def test_passages_carry_their_source(indexed, pg_url, embedder) -> None:  # type
 
 
 def test_deleted_document_never_comes_back(indexed, pg_url, embedder) -> None:  # type: ignore[no-untyped-def]
-    index.mark_deleted(indexed, "/docs/faults/E-4471.md")
+    documents.mark_deleted(indexed, "/docs/faults/E-4471.md")
     indexed.commit()
     for mode, expected in (("lexical", 39), ("dense", 45), ("hybrid", 45)):
         found = paths(pg_url, embedder, "E-4471 boiler fault", mode=mode, limit=100)
