@@ -234,22 +234,29 @@ def move_path(
                 same = False
             if same:
                 try:
-                    with guard.write(conn, seen):
-                        documents.rename(
-                            conn,
-                            doc.id,
-                            new,
-                            collection=opts.collection,
-                            size=st.st_size,
-                            mtime=st.st_mtime,
-                        )
+                    return _moved(conn, seen, doc, new, st, opts)
                 except guard.Superseded:
                     conn.rollback()
-                else:
-                    conn.commit()
-                    return IngestResult(new, "moved", doc.chunk_count)
         run_steps(_ingest_locked(conn, embedder, Path(old), opts, parser), embedder, parser)
         return run_steps(_ingest_locked(conn, embedder, target, opts, parser), embedder, parser)
+
+
+def _moved(
+    conn: psycopg.Connection,
+    seen: guard.Generation,
+    doc: documents.DocumentRow,
+    new: str,
+    st: os.stat_result,
+    opts: IngestOptions,
+) -> IngestResult:
+    """Give `doc` the path `new` (its chunks and embeddings stay) and commit, unless the row
+    `seen` was deleted since (guard.Superseded, nothing written)."""
+    with guard.write(conn, seen):
+        documents.rename(
+            conn, doc.id, new, collection=opts.collection, size=st.st_size, mtime=st.st_mtime
+        )
+    conn.commit()
+    return IngestResult(new, "moved", doc.chunk_count)
 
 
 def confinement(path: Path, opts: IngestOptions) -> Path:
@@ -527,17 +534,7 @@ def _reuse_same_content(
         return None
     if not os.path.lexists(twin.path):
         with document_locks(conn, twin.path):
-            with guard.write(conn, seen):
-                documents.rename(
-                    conn,
-                    twin.id,
-                    key,
-                    collection=opts.collection,
-                    size=st.st_size,
-                    mtime=st.st_mtime,
-                )
-            conn.commit()
-        return IngestResult(key, "moved", twin.chunk_count)
+            return _moved(conn, seen, twin, key, st, opts)
     with guard.write(conn, seen):
         documents.copy_document(
             conn,
