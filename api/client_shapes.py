@@ -97,28 +97,18 @@ def display_path(settings: Settings, path: str) -> str:
     return p.name or "document"
 
 
-class LinkBase(str):
-    """The base URL citations point under, knowing what they open (CITATION_LINK): `ui`, the
-    passage's page in Hearth's own UI (a person in a browser signs in there), or `file`, the
-    file's download (for a token holder). A plain `str` base links to the UI."""
-
-    link: str = "ui"
-
-    def __new__(cls, url: str, link: str = "ui") -> LinkBase:
-        made = super().__new__(cls, url)
-        made.link = link
-        return made
+def base_url(settings: Settings, request_base: str) -> str:
+    """The base URL citations point under: PUBLIC_URL, else the request's."""
+    return (settings.public_url or request_base).rstrip("/")
 
 
-def base_url(settings: Settings, request_base: str) -> LinkBase:
-    return LinkBase((settings.public_url or request_base).rstrip("/"), settings.citation_link)
-
-
-def passage_url(base: str, p: Passage) -> str:
-    """The passage's own URL (distinct per passage). `ui`: its page, /ui/passages/{chunk id},
-    with its character span (the page marks every chunk a merged passage joined); `file`: the
-    file's download, its fragment naming the page (which PDF viewers open) and the chunk."""
-    if getattr(base, "link", "ui") == "file":
+def passage_url(settings: Settings, base: str, p: Passage) -> str:
+    """The passage's own URL under `base` (distinct per passage), by what citations open
+    (CITATION_LINK). `ui`: its page in Hearth's own UI, /ui/passages/{chunk id}, with its
+    character span (a person in a browser signs in there; the page marks every chunk a merged
+    passage joined); `file`: the file's download (for a token holder), its fragment naming the
+    page (which PDF viewers open) and the chunk."""
+    if settings.citation_link == "file":
         frag = f"page={p.page}&chunk={p.chunk_id}" if p.page else f"chunk={p.chunk_id}"
         return f"{base}/v1/files/file-{p.document_id}/content#{quote(frag, safe='=&')}"
     return f"{base}/ui/passages/{p.chunk_id}?span={p.char_start}-{p.char_end}"
@@ -172,7 +162,7 @@ def url_annotations(
             {
                 "type": "url_citation",
                 "url_citation": {
-                    "url": passage_url(base, p),
+                    "url": passage_url(settings, base, p),
                     "title": label(settings, p),
                     "start_index": start,
                     "end_index": end,
@@ -189,9 +179,11 @@ def _by_number(passages: Sequence[Passage], citations: Sequence[Citation]) -> li
     return list(passages[:top])
 
 
-def url_list(base: str, passages: Sequence[Passage], citations: Sequence[Citation]) -> list[str]:
+def url_list(
+    settings: Settings, base: str, passages: Sequence[Passage], citations: Sequence[Citation]
+) -> list[str]:
     """The top-level `citations` list (Perplexity/xAI shape, read by LobeChat)."""
-    return [passage_url(base, p) for p in _by_number(passages, citations)]
+    return [passage_url(settings, base, p) for p in _by_number(passages, citations)]
 
 
 def source_events(
@@ -201,7 +193,7 @@ def source_events(
     groups a source's documents by `metadata[i].source`, so each passage's URL is distinct."""
     events = []
     for p in _by_number(passages, citations):
-        url = passage_url(base, p)
+        url = passage_url(settings, base, p)
         name = label(settings, p)
         meta: dict[str, Any] = {"source": url, "name": name, "file_id": f"file-{p.document_id}"}
         if p.page:

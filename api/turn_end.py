@@ -129,7 +129,7 @@ def shaped_citations(
     out: dict[str, Any] = {}
     if turn.shape.annotations:
         out["annotations"] = client_shapes.url_annotations(s, base, text, citations, turn.passages)
-        out["citations"] = client_shapes.url_list(base, turn.passages, citations)
+        out["citations"] = client_shapes.url_list(s, base, turn.passages, citations)
     if turn.shape.events:
         out["events"] = client_shapes.source_events(s, base, turn.passages, citations)
     if turn.shape.openwebui_sources:
