@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from retrieval.filters import SearchFilter
 from retrieval.rerank import Reranker, load_reranker
 from retrieval.search import SearchParams, search
 
+from . import timing
 from .errors import APIError
 from .index_embedder import IndexEmbedder
 
@@ -105,16 +107,26 @@ _VECTORS: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 VECTOR_CACHE_SIZE = 2048
 
 
+def _embed_one(embedder: Embedder, query: str) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    vector = embedder.embed([query])[0]
+    return vector, time.perf_counter() - started
+
+
 async def query_vector(embedder: Embedder, query: str) -> np.ndarray:
     """The query's embedding, from a small LRU cache when the same question comes again (chat UIs
     re-send it on regenerate; a follow-up's fallback query repeats the previous question). The
-    embedding runs in a thread: the event loop never waits on the model."""
+    embedding runs in a thread: the event loop never waits on the model. Timed as the request's
+    `embed` (waiting for the thread included) and `embed-model` stages."""
     key = (id(embedder), query)  # one embedder per process; ids are not reused while it lives
     hit = _VECTORS.get(key)
     if hit is not None:
         _VECTORS.move_to_end(key)
         return hit
-    vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
+    timings = timing.current()
+    with timings.stage("embed"):
+        vector, model_s = await asyncio.to_thread(_embed_one, embedder, query)
+    timings.add("embed-model", model_s)
     _VECTORS[key] = vector
     while len(_VECTORS) > VECTOR_CACHE_SIZE:
         _VECTORS.popitem(last=False)
@@ -144,8 +156,9 @@ async def run_search(
     if req.mode != "lexical":
         vector = await query_vector(used, req.query)
     try:
-        async with pool.connection() as conn:
-            return await search(conn, req.query, vector, params, reranker)
+        with timing.current().stage("search"):
+            async with pool.connection() as conn:
+                return await search(conn, req.query, vector, params, reranker)
     except psycopg.errors.DataException as exc:
         # `hearth reindex` switched the index to a model of another dimension since the query
         # was embedded: load that model (or wait for the poll loading it) and search again
@@ -155,5 +168,6 @@ async def run_search(
         if following.current is used:
             raise
         vector = await query_vector(following.current, req.query)
-        async with pool.connection() as conn:
-            return await search(conn, req.query, vector, params, reranker)
+        with timing.current().stage("search"):
+            async with pool.connection() as conn:
+                return await search(conn, req.query, vector, params, reranker)

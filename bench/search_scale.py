@@ -13,7 +13,8 @@ the indexes after the load, then measures, at 1 and 8 concurrent clients:
     a query word scored), the whole search function with a
     precomputed vector (retrieval.search.search: "search only"), the query embedding alone;
   - POST /v1/search (hybrid, k=10) on `hearth serve-api` with a real token and the real MiniLM
-    (the query's embedding included: part of Hearth's cost);
+    (the query's embedding included: part of Hearth's cost), and where its time went inside the
+    API, from each response's Server-Timing header (api.timing: auth, access, embed, search);
 the top-10 overlap of the BM25 leg's impact plan with its exact plan, and the dense recall@10
 against exact search (index scans off), for the vector HNSW and, unless
 --no-halfvec, an HNSW over the embedding cast to halfvec (built, measured, dropped).
@@ -26,6 +27,7 @@ import asyncio
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from .recall import (
 from .synthetic import Query
 
 CONCURRENCY = (1, 8)
+WARM = 10  # requests before each row's measured ones
 ROWS = {
     "floor": "floor: bare HNSW SQL (psycopg)",
     "floor_halfvec": "floor on the halfvec index",
@@ -72,6 +75,8 @@ ROWS = {
     "http": "POST /v1/search (hybrid, k=10)",
 }
 Call = Callable[[int, Query], Awaitable[None]]
+# Server-Timing stages of POST /v1/search (api.timing), in the order a request runs them
+SERVER_STAGES = ("auth", "access", "embed", "embed-model", "search", "total", "outside")
 
 
 # --- latency ------------------------------------------------------------------------------------
@@ -91,7 +96,7 @@ async def measure_latency(
     url: str,
     queries: Sequence[Query],
     targets: dict[str, Callable[[list[psycopg.AsyncConnection]], Call]],
-    warm: int = 10,
+    warm: int = WARM,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Each target at each concurrency, in turn, on the same queries; ratios to the floor."""
     params = search_params(url)
@@ -171,20 +176,61 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
     }
 
 
-def http_target(clients: list) -> Callable[[list], Call]:
+def server_timing(header: str) -> dict[str, float]:
+    """`auth;dur=0.8, embed;dur=12.1` -> {"auth": 0.0008, "embed": 0.0121} (seconds)."""
+    out: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                out[name] = float(value) / 1000
+    return out
+
+
+def http_target(
+    clients: list, texts: Sequence[str], stages: list[list[dict[str, float]]]
+) -> Callable[[list], Call]:
+    """POST /v1/search with the next of `texts` (each asked once: the API caches the vectors of
+    questions it has seen, which would skip the embedding); each response's Server-Timing goes
+    to a new list of `stages` per load (warm-up requests first)."""
+    fresh = iter(texts)
+
     def make(conns: list) -> Call:
+        seen: list[dict[str, float]] = []
+        stages.append(seen)
+
         async def call(w: int, q: Query) -> None:
-            resp = await clients[w].post("/v1/search", json={"query": q.text, "k": K})
+            text = next(fresh, q.text)
+            sent = time.perf_counter()
+            resp = await clients[w].post("/v1/search", json={"query": text, "k": K})
+            took = time.perf_counter() - sent
             if resp.status_code != 200 or not resp.json()["data"]:
                 raise RuntimeError(f"/v1/search answered {resp.status_code}: {resp.text[:300]}")
+            stages = server_timing(resp.headers.get("server-timing", ""))
+            if "total" in stages:  # HTTP, body parsing and encoding, middleware, event loop
+                stages["outside"] = max(took - stages["total"], 0.0)
+            seen.append(stages)
 
         return call
 
     return make
 
 
+def stage_summary(seen: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per stage, ms; a stage a request skipped (embed, on a cached vector) counts as 0 there."""
+    names = [n for n in SERVER_STAGES if any(n in s for s in seen)]
+    names += sorted({n for s in seen for n in s} - set(names))
+    return {n: summary([s.get(n, 0.0) for s in seen]) for n in names}
+
+
 async def measure_all(
-    url: str, queries: Sequence[Query], embedder: Any, base_url: str, token: str
+    url: str,
+    queries: Sequence[Query],
+    embedder: Any,
+    base_url: str,
+    token: str,
+    http_texts: Sequence[str] = (),
 ) -> dict[str, Any]:
     import httpx
 
@@ -195,12 +241,17 @@ async def measure_all(
         for _ in range(max(CONCURRENCY))
     ]
     targets = db_targets(url, embedder)
-    targets["http"] = http_target(clients)
+    stages: list[list[dict[str, float]]] = []
+    targets["http"] = http_target(clients, http_texts, stages)
     try:
-        return await measure_latency(url, queries, targets)
+        latency: dict[str, Any] = await measure_latency(url, queries, targets)
     finally:
         for client in clients:
             await client.aclose()
+    # one list per concurrency, in order; the last len(queries) of each are the measured ones
+    for c, seen in zip(CONCURRENCY, stages, strict=True):
+        latency[str(c)]["http"]["server"] = stage_summary(seen[-len(queries) :])
+    return latency
 
 
 async def measure_halfvec(url: str, queries: Sequence[Query]) -> dict[str, Any]:
@@ -274,8 +325,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hearth, base_url = start_hearth(Path(tmp), url, f"http://127.0.0.1:{free_port()}/v1")
         try:
             token = make_token(url)
+            # fresh texts for /v1/search: warm-up and measured, at each concurrency
+            fresh = corpus.queries(len(CONCURRENCY) * (args.queries + WARM), seed=2)
             latency = asyncio.run(
-                measure_all(url, queries[: args.queries], embedder, base_url, token)
+                measure_all(
+                    url,
+                    queries[: args.queries],
+                    embedder,
+                    base_url,
+                    token,
+                    list(dict.fromkeys(q.text for q in fresh)),
+                )
             )
         finally:
             hearth.stop()
@@ -408,7 +468,10 @@ def render(result: dict[str, Any]) -> str:
     lines += table(header, rows, first=44)
     lines += [
         "floor and search only use the held-out synthetic query vectors; /v1/search embeds the"
-        " query text with MiniLM in the server (its vector lands anywhere in the synthetic space)",
+        " query text with MiniLM in the server (its vector lands anywhere in the synthetic space),"
+        " each text asked once (no query-vector cache hit)",
+        "",
+        *render_server(result["latency"]),
         "",
         "targets (the issue's are for 1M chunks; checked here at this scale): "
         + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in result["targets"].items()),
@@ -438,6 +501,21 @@ def _load_lines(load: dict[str, Any], idx: dict[str, Any]) -> list[str]:
         f" {idx['postings'].get('vacuum_seconds', 0):.1f}"
         f" / {idx.get('vacuum_chunks_seconds', 0):.1f} s"
     ]
+
+
+def render_server(latency: dict[str, Any]) -> list[str]:
+    """Where POST /v1/search's time went inside the API (its Server-Timing), per concurrency."""
+    lines = [
+        "POST /v1/search inside the API (Server-Timing; embed includes waiting for the"
+        " embedding thread, embed-model is the model alone; outside: the client's time minus"
+        " the API's total, per request):"
+    ]
+    header = ["clients / stage", "p50", "p95", "p99"]
+    rows = []
+    for c, group in latency.items():
+        for name, row in group["http"].get("server", {}).items():
+            rows.append([f"{c:>2}  {name}", *fmt_ms(row)])
+    return lines + table(header, rows, first=44)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from .. import chat, chat_stream, client_shapes
-from ..auth import CurrentUser, limit_key
+from .. import chat, chat_stream, client_shapes, timing
+from ..auth import limit_key
 from ..errors import APIError
 from ..schemas import ChatRequest
 from ..state import AppState, State
@@ -24,7 +24,7 @@ async def chat_completions(
     request: Request,
     body: ChatRequest,
     state: State,
-    user: CurrentUser,
+    user: timing.TimedUser,
     x_conversation_id: str | None = Header(default=None),
     x_hearth_footer: str | None = Header(default=None),
     x_hearth_citations: str | None = Header(default=None),
@@ -54,7 +54,9 @@ async def chat_completions(
     client = client_shapes.detect_client(request.headers, body)
     shape = client_shapes.resolve(style, client, stream=body.stream, footer_allowed=footer)
     base = client_shapes.base_url(state.settings, str(request.base_url))
-    turn = await chat.open_turn(state, user, body, conversation_id, shape, base)
+    timings = timing.current()  # the stages: a non-streamed answer's Server-Timing header
+    with timings.stage("open"):
+        turn = await chat.open_turn(state, user, body, conversation_id, shape, base)
     entry = getattr(request.state, "log", None)
     if isinstance(entry, dict):
         turn.log = entry
@@ -77,8 +79,11 @@ async def chat_completions(
             raise
         response.body_iterator = _released(response.body_iterator, state, key)
         return response
-    await chat.ground(state, turn)
-    return JSONResponse(await chat.complete(state, turn), headers=headers)
+    with timings.stage("ground"):
+        await chat.ground(state, turn)
+    with timings.stage("answer"):
+        answer = await chat.complete(state, turn)
+    return JSONResponse(answer, headers={**headers, timing.HEADER: timings.header()})
 
 
 async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> AsyncIterator[Any]:
@@ -87,4 +92,5 @@ async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> Asyn
         async for piece in body:
             yield piece
     finally:
+        timing.log_stages("chat stream")
         await state.limiter.close_stream(key)

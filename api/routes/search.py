@@ -6,27 +6,30 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from ..auth import CurrentUser
+from .. import timing
 from ..search import SearchRequest, passage_json, run_search
 from ..state import State
 from ..store import access
+from ..timing import TimedUser
 
 router = APIRouter(prefix="/v1")
 
 
 @router.post("/search")
-async def search(body: SearchRequest, state: State, user: CurrentUser) -> dict[str, Any]:
-    """Only passages of collections `user` may read, filtered inside both legs' SQL."""
-    async with state.pool.connection() as conn:
-        allowed = await access.readable(conn, user)
+async def search(
+    body: SearchRequest, state: State, user: TimedUser, response: Response
+) -> dict[str, Any]:
+    """Only passages of collections `user` may read, filtered inside both legs' SQL. The
+    response's Server-Timing header says where its time went (api.timing)."""
+    timings = timing.current()
+    with timings.stage("access"):
+        async with state.pool.connection() as conn:
+            allowed = await access.readable(conn, user)
     started = time.perf_counter()
     passages = await run_search(state.pool, state.embedder, state.settings, body, readable=allowed)
     state.metrics.retrieval("search", started)
-    return {
-        "object": "list",
-        "query": body.query,
-        "mode": body.mode,
-        "data": [passage_json(i, p) for i, p in enumerate(passages, 1)],
-    }
+    data = [passage_json(i, p) for i, p in enumerate(passages, 1)]
+    response.headers[timing.HEADER] = timings.header()
+    return {"object": "list", "query": body.query, "mode": body.mode, "data": data}

@@ -46,6 +46,20 @@ def check_search(
             "http",
         } | ({"floor_halfvec"} if halfvec else set())
         assert rows["floor"]["p50/floor"] == pytest.approx(1.0)
+        # where /v1/search's time went inside the API, from every measured response's header;
+        # each text asked once, so every request embedded its query
+        server = rows["http"]["server"]
+        assert set(server) == {
+            "auth",
+            "access",
+            "embed",
+            "embed-model",
+            "search",
+            "total",
+            "outside",
+        }
+        assert all(s["n"] == queries for s in server.values())
+        assert server["embed"]["p50"] > 0 and server["embed-model"]["p50"] > 0
         for row in rows.values():
             assert row["n"] == queries and row["qps"] > 0
             assert row["p50"] <= row["p95"] <= row["p99"]
@@ -58,7 +72,14 @@ def check_search(
     }
 
 
-SEARCH_PRINTS = ("SYNTHETIC data", "POST /v1/search", "p50/floor", "BM25 leg, exact plan")
+SEARCH_PRINTS = (
+    "SYNTHETIC data",
+    "POST /v1/search",
+    "p50/floor",
+    "BM25 leg, exact plan",
+    "POST /v1/search inside the API (Server-Timing",
+    "outside",
+)
 
 
 def test_a_tiny_run_loads_by_copy_and_reports_every_row(
