@@ -167,7 +167,8 @@ def test_signed_out_the_page_is_the_sign_in_and_the_data_is_refused(world: World
     client = world.as_(None)
     page = client.get(f"/ui/passages/{cited}")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'id="signin-form"' in page.text and "Quebec" not in page.text
+    assert 'id="signin"' in page.text and "/ui/static/signin.js" in page.text
+    assert "Quebec" not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     # the page is one and the same for every id: it tells nothing about any passage
     assert client.get(f"/ui/passages/{max(world.chunk_ids) + 1000}").content == page.content

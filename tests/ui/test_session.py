@@ -81,10 +81,12 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(setup: Setup) -
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe" not in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert "/ui/static/app.js" in page.text and "/ui/static/vendor/purify.min.js" in page.text
+    assert "/ui/static/signin.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
     assert c.head("/").status_code == 200
     for path, kind in (
         ("/ui/static/app.js", "text/javascript"),
+        ("/ui/static/signin.js", "text/javascript"),
         ("/ui/static/app.css", "text/css"),
         ("/ui/static/vendor/marked.umd.js", "text/javascript"),
         ("/ui/static/vendor/purify.min.js", "text/javascript"),

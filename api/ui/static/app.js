@@ -5,7 +5,7 @@
 (() => {
   "use strict";
 
-  const UI_HEADER = { "X-Hearth-UI": "1" };
+  const { UI_HEADER, errorFrom } = window.HearthSignIn; // signin.js
   const BUSY = new Set(["queued", "parsing", "embedding"]);
   const POLL_MS = 2000;
   const $ = (id) => document.getElementById(id);
@@ -24,29 +24,6 @@
   };
 
   /* ---------- HTTP ---------- */
-
-  class HttpError extends Error {
-    constructor(status, message, code) {
-      super(message);
-      this.status = status;
-      this.code = code;
-    }
-  }
-
-  async function errorFrom(resp) {
-    let message = `${resp.status} ${resp.statusText}`;
-    let code = null;
-    try {
-      const body = await resp.json();
-      if (body && body.error) {
-        message = body.error.message || message;
-        code = body.error.code || null;
-      }
-    } catch (_) {
-      /* not JSON */
-    }
-    return new HttpError(resp.status, message, code);
-  }
 
   async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
     const init = { method, headers: { ...UI_HEADER, ...headers }, credentials: "same-origin", signal };
@@ -912,13 +889,8 @@
 
   /* ---------- signing in and out ---------- */
 
-  function showSignIn(message) {
-    $("loading").hidden = true;
-    $("app").hidden = true;
-    $("signin").hidden = false;
-    $("signin-error").textContent = message || "";
-    $("token").focus();
-  }
+  const signin = window.HearthSignIn.mount("app", startApp);
+  const showSignIn = signin.show;
 
   function signedOut(message) {
     stop();
@@ -936,38 +908,10 @@
 
   async function startApp(user) {
     state.user = user;
-    $("loading").hidden = true;
-    $("signin").hidden = true;
-    $("app").hidden = false;
+    signin.enter();
     $("user-name").textContent = user.name;
     await Promise.all([loadModels(), loadConversations()]);
     route();
-  }
-
-  async function signIn(ev) {
-    ev.preventDefault();
-    const input = $("token");
-    const token = input.value.trim();
-    if (!token) return;
-    $("signin-btn").disabled = true;
-    $("signin-error").textContent = "";
-    try {
-      const resp = await fetch("/ui/session", {
-        method: "POST",
-        headers: { ...UI_HEADER, "Content-Type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify({ token }),
-      });
-      if (!resp.ok) throw await errorFrom(resp);
-      const body = await resp.json();
-      input.value = "";
-      await startApp(body.user);
-    } catch (err) {
-      $("signin-error").textContent = err.status === 401 ? "That token is not valid (wrong, expired or revoked)." : err.message;
-      input.select();
-    } finally {
-      $("signin-btn").disabled = false;
-    }
   }
 
   async function signOut() {
@@ -983,7 +927,6 @@
   /* ---------- wiring ---------- */
 
   function wire() {
-    $("signin-form").addEventListener("submit", signIn);
     $("signout-btn").addEventListener("click", signOut);
     $("menu-btn").addEventListener("click", () =>
       $("sidebar").classList.contains("open") ? closeSidebar() : openSidebar(),

@@ -5,40 +5,14 @@
 (() => {
   "use strict";
 
-  const UI_HEADER = { "X-Hearth-UI": "1" };
+  const { UI_HEADER, errorFrom } = window.HearthSignIn; // signin.js
   const $ = (id) => document.getElementById(id);
   const chunkId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
-
-  class HttpError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
-    }
-  }
-
-  async function errorFrom(resp) {
-    let message = `${resp.status} ${resp.statusText}`;
-    try {
-      const body = await resp.json();
-      if (body && body.error && body.error.message) message = body.error.message;
-    } catch (_) {
-      /* not JSON */
-    }
-    return new HttpError(resp.status, message);
-  }
 
   async function getJSON(path) {
     const resp = await fetch(path, { headers: UI_HEADER, credentials: "same-origin" });
     if (!resp.ok) throw await errorFrom(resp);
     return resp.json();
-  }
-
-  function showSignIn(message) {
-    $("loading").hidden = true;
-    $("page").hidden = true;
-    $("signin").hidden = false;
-    $("signin-error").textContent = message || "";
-    $("token").focus();
   }
 
   function showMissing(message) {
@@ -89,18 +63,16 @@
       const me = await getJSON("/ui/me");
       $("user-name").textContent = me.name;
     } catch (err) {
-      if (err.status === 401) return showSignIn("");
+      if (err.status === 401) return signin.show("");
       throw err;
     }
-    $("loading").hidden = true;
-    $("signin").hidden = true;
-    $("page").hidden = false;
+    signin.enter();
     const span = new URLSearchParams(location.search).get("span");
     const query = span ? `?span=${encodeURIComponent(span)}` : "";
     try {
       render(await getJSON(`/ui/passages/${encodeURIComponent(chunkId)}/context${query}`));
     } catch (err) {
-      if (err.status === 401) return showSignIn("Your session has ended. Sign in again.");
+      if (err.status === 401) return signin.show("Your session has ended. Sign in again.");
       showMissing(
         err.status === 404
           ? "This passage is not in the documents you can read (it may have been re-indexed or removed)."
@@ -109,34 +81,10 @@
     }
   }
 
-  async function signIn(ev) {
-    ev.preventDefault();
-    const input = $("token");
-    const token = input.value.trim();
-    if (!token) return;
-    $("signin-btn").disabled = true;
-    $("signin-error").textContent = "";
-    try {
-      const resp = await fetch("/ui/session", {
-        method: "POST",
-        headers: { ...UI_HEADER, "Content-Type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify({ token }),
-      });
-      if (!resp.ok) throw await errorFrom(resp);
-      input.value = "";
-      await load();
-    } catch (err) {
-      $("signin-error").textContent =
-        err.status === 401 ? "That token is not valid (wrong, expired or revoked)." : err.message;
-      input.select();
-    } finally {
-      $("signin-btn").disabled = false;
-    }
-  }
+  let signin;
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("signin-form").addEventListener("submit", signIn);
+    signin = window.HearthSignIn.mount("page", load);
     load().catch((err) => {
       $("loading").textContent = `Could not load the passage: ${err.message}`;
     });
