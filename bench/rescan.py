@@ -12,18 +12,18 @@ from bench.corpus import make_small_files
 
 def run_rescan(conn: Any, folder: Path, n_files: int, repeats: int) -> dict[str, Any]:
     """Rescan of a tree already in the index. Its rows are written straight through
-    `retrieval.index.set_status` (status indexed, real size/mtime/hash), not by ingesting."""
+    `retrieval.documents.set_status` (status indexed, real size/mtime/hash), not by ingesting."""
     from core.settings import WatchRoot
     from ingest.hashing import file_sha256
     from ingest.sync import reconcile, walk
-    from retrieval import index
+    from retrieval import documents
 
     make_small_files(folder, n_files)
     root = folder.resolve()
     start = time.perf_counter()
     for p in walk(root):
         st = p.stat()
-        index.set_status(
+        documents.set_status(
             conn,
             str(p),
             "indexed",
@@ -51,5 +51,5 @@ def run_rescan(conn: Any, folder: Path, n_files: int, repeats: int) -> dict[str,
         "planned_moves": len(plan.moves),
         "unchanged": plan.unchanged,
         "seed_seconds": seeded,
-        "seeded_with": "retrieval.index.set_status (rows written directly, not ingested)",
+        "seeded_with": "retrieval.documents.set_status (rows written directly, not ingested)",
     }

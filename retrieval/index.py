@@ -134,8 +134,3 @@ def _copy_chunks(
                     np.asarray(vec, dtype=np.float32),
                 )
             )
-
-
-# bench/rescan.py (another helper's file this session) still seeds rows through index.set_status;
-# the name goes when it calls documents.set_status
-set_status = documents.set_status
