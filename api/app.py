@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from .index_embedder import IndexEmbedder
 from .limits import BodyLimit
 from .llm import LLMClient
 from .metrics import Metrics, RequestMetrics
-from .middleware import AuthGate, PendingWrites, RequestId, RequestLog
+from .middleware import AuthGate, RequestId, RequestLog
 from .ratelimit import Limiter
 from .routes import (
     admin,
@@ -41,6 +42,8 @@ from .routes import (
     ui,
 )
 from .state import AppState
+from .store import tokencache
+from .store.writer import WriteBehind
 from .tokenizer import load_counter
 
 
@@ -50,7 +53,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         raise ValueError("DATABASE_URL must be set (hearth up sets it for the embedded database)")
     database_url = settings.database_url
     measured = Metrics()  # built with the app: the request middleware needs it before start-up
-    log_writes = PendingWrites()
+    # request log, tokens' last use and chat turns, after the response (the middleware needs it)
+    writer = WriteBehind(lambda: getattr(getattr(app.state, "hearth", None), "pool", None))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,16 +108,29 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 celery=celery,
                 redis=redis,
                 metrics=measured,
+                tokens=tokencache.TokenCache(settings.token_cache_s),
+                writer=writer,
             )
+            writer.start()
             follow = asyncio.create_task(emb.watch(pool))
+            # other processes' revocations empty this one's token cache (api.store.tokencache)
+            listening = asyncio.Event()
+            revocations = asyncio.create_task(
+                tokencache.listen(database_url, app.state.hearth.tokens, listening)
+            )
+            with contextlib.suppress(TimeoutError):  # without it, cached tokens live their TTL
+                await asyncio.wait_for(listening.wait(), 10)
             try:
                 yield
             finally:
                 await llm.aclose()
                 follow.cancel()
+                revocations.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await revocations  # its connection closes before the loop goes
                 if redis is not None:
                     await redis.aclose()
-                await log_writes.drain()
+                await writer.close()
                 await pool.close()
                 if celery is not None:
                     await asyncio.to_thread(celery.close)
@@ -139,12 +156,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         max_bytes=int(settings.max_request_mb * 2**20),
         upload_max_bytes=settings.max_file_bytes,
     )
-    app.add_middleware(
-        RequestLog,
-        pool=lambda: getattr(getattr(app.state, "hearth", None), "pool", None),
-        keep_text=settings.log_chat_text,
-        writes=log_writes,
-    )
+    app.add_middleware(RequestLog, keep_text=settings.log_chat_text, writer=writer)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

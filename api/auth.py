@@ -9,11 +9,13 @@ from urllib.parse import unquote
 
 from fastapi import Depends, Request
 
+from core.tokens import hash_token
+
 from .errors import APIError
 from .ratelimit import retry_after
 from .state import State
 from .store import sessions
-from .store.accounts import User, authenticate, forwarded_user, proxied_user
+from .store.accounts import User, forwarded_user, lookup, proxied_user
 from .ui import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 
 log = logging.getLogger(__name__)
@@ -149,18 +151,37 @@ async def _identify(request: Request, state: State) -> User:
             code="invalid_api_key",
             headers=_CHALLENGE,
         )
-    async with state.pool.connection() as conn:
-        user = await authenticate(conn, token)
-    if user is None:
-        raise APIError(
-            401, "Invalid, expired or revoked token.", code="invalid_api_key", headers=_CHALLENGE
-        )
+    user = await _token_user(state, token)
     if user.frontend:
         return await _forwarded(request, state, user)
     if request.headers.get(FORWARD_ID) or request.headers.get(FORWARD_EMAIL):
         log.debug(
             "forwarded user headers ignored: token %s is not a front-end token", user.token_id
         )
+    return user
+
+
+async def _token_user(state: State, token: str) -> User:
+    """The live user of a bearer token: from this process's cache (api.store.tokencache) or the
+    database; its use is recorded after the response (api.store.writer)."""
+    digest = hash_token(token)
+    cache = state.tokens
+    user = cache.get(digest)
+    if user is None:
+        began = cache.generation
+        async with state.pool.connection() as conn:
+            found = await lookup(conn, digest)
+        if found is None:
+            raise APIError(
+                401,
+                "Invalid, expired or revoked token.",
+                code="invalid_api_key",
+                headers=_CHALLENGE,
+            )
+        user, expires_at = found
+        cache.put(digest, user, expires_at, began)
+    if user.token_id is not None:
+        state.writer.used(user.token_id)
     return user
 
 

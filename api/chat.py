@@ -9,6 +9,7 @@ streaming path (api.chat_stream) runs it under keep-alives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .client_shapes import Shape
 from .errors import APIError
 from .llm import LLMClient, LLMError
 from .metrics import Metrics
-from .models import ModelChoice, parse_model
+from .models import RAG_MODEL, ModelChoice, parse_model
 from .prompt import (
     DEFAULT_SYSTEM_PROMPT,
     PromptTooLong,
@@ -39,12 +40,15 @@ from .search import SearchFilters, SearchRequest, run_search
 from .store import access
 from .store.accounts import User
 from .store.conversations import Turn as StoredTurn
-from .store.conversations import open_conversation
+from .store.conversations import new_conversation_id, open_conversation
+from .store.writer import WriteBehind
 from .tasks import is_task, task_answer, task_budget
 from .textguard import clean_text
 from .tokenizer import load_counter
 from .turn_end import AnswerFlow, completion, store
 from .window import answer_budget, retry_on_overflow
+
+INLINE_CHARS = 2000  # a plain prompt this short is counted on the event loop
 
 NOT_COVERED = (
     "I could not find this in your documents, so I will not guess. Try rephrasing the "
@@ -65,6 +69,8 @@ class Services(Protocol):
     def llm(self) -> LLMClient: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def writer(self) -> WriteBehind: ...
 
 
 @dataclass
@@ -79,7 +85,7 @@ class Turn:
     history: list[tuple[str, str]]
     client_system: str
     shape: Shape  # how the citations travel besides `sources` (api.client_shapes)
-    readable: tuple[str, ...]  # the collections this user may read, as of this request
+    readable: tuple[str, ...]  # what this user may read, as of this request (when it matters)
     base_url: str = ""  # where citation URLs point (PUBLIC_URL or the request's base URL)
     task: bool = False  # a client's meta-request (title, tags...): plain chat (api.tasks)
     search_query: str = ""
@@ -119,16 +125,25 @@ async def open_turn(
     if last_user is None or not req.messages[last_user].text().strip():
         raise APIError(400, "messages must contain a user message with text", param="messages")
     task = is_task(req)
-    async with state.pool.connection() as conn:
-        readable = await access.readable(conn, user)
-        choice = parse_model(req.model, state.settings, list(readable))
-        cid, stored = "", list[StoredTurn]()
-        if not task:  # a task is never stored, so it neither opens nor continues one
-            earlier_turns = [(m.role, m.text()) for m in req.messages[:last_user]]
-            cid, stored = await open_conversation(
-                conn, user.id, conversation_id, list(readable), earlier_turns
-            )
     earlier = req.messages[:last_user]
+    cid, stored = "", list[StoredTurn]()
+    readable: tuple[str, ...] = ()
+    plain = req.model == state.settings.llm_model and req.model != RAG_MODEL
+    continues = conversation_id or any(m.role == "user" for m in earlier)
+    if plain and (task or not continues):
+        # plain chat that continues nothing stored reads nothing: no database before the backend
+        choice = parse_model(req.model, state.settings, [])
+        if not task:
+            cid = new_conversation_id()
+    else:
+        async with state.pool.connection() as conn:
+            readable = await access.readable(conn, user)
+            choice = parse_model(req.model, state.settings, list(readable))
+            if not task:  # a task is never stored, so it neither opens nor continues one
+                earlier_turns = [(m.role, m.text()) for m in earlier]
+                cid, stored = await open_conversation(
+                    conn, user.id, conversation_id, list(readable), earlier_turns
+                )
     if stored:
         history = [(t.role, t.content) for t in stored if t.role in ("user", "assistant")]
     else:
@@ -165,16 +180,17 @@ async def ground(state: Services, turn: Turn) -> None:
     if turn.task:
         asked = task_budget(asked, s.llm_max_tokens)
     max_tokens = answer_budget(asked, s.llm_max_tokens, window)
-    counter = await asyncio.to_thread(load_counter, s.tokenizer_file)
+    counter = load_counter(s.tokenizer_file)  # loaded by the app's start-up: no wait here
     turn.params = {**turn.request.backend_params(), "max_tokens": max_tokens}
     if turn.rag and s.answer_temperature != "backend":  # grounded: greedy unless asked
         turn.params.setdefault("temperature", s.answer_temperature)
     try:
         # a message too long for any prompt is refused before it costs a search or a count
         check_length(counter, window, max_tokens, turn.question, turn.client_system)
-        # counting tokens is CPU work: on a thread, so other requests go on meanwhile
+        # counting tokens is CPU work: a long prompt's on a thread, so other requests go on
+        # meanwhile; a short one's takes less time than the trip to a thread and back
         if not turn.rag:
-            turn.messages = await asyncio.to_thread(
+            build = functools.partial(
                 plain_prompt,
                 turn.client_system,
                 turn.history,
@@ -183,6 +199,9 @@ async def ground(state: Services, turn: Turn) -> None:
                 context_tokens=window,
                 max_answer_tokens=max_tokens,
             )
+            size = len(turn.question) + len(turn.client_system)
+            size += sum(len(t) for _, t in turn.history)
+            turn.messages = build() if size <= INLINE_CHARS else await asyncio.to_thread(build)
             return
         turn.search_query, turn.rewritten = turn.question, "none"
         if s.query_rewrite and turn.history:

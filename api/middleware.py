@@ -8,7 +8,8 @@ token itself is checked by api.auth.
 The log writes one `request_log` row per /v1 request when its response has been sent (streams
 included): token id (never the token), user, route, model, tokens, latency, status, and the
 prompt and answer only with LOG_CHAT_TEXT=true. Routes add their part to `scope["state"]["log"]`.
-The table's SQL is in its home, workers.requestlog.
+The row is queued for the app's write-behind (api.store.writer), which writes rows in batches;
+the table's SQL is in its home, workers.requestlog.
 
 The request id is the caller's `X-Request-Id` when it is a short plain token, else a new one. It
 is in every log line written while the request is served (core.logs), in the response's
@@ -17,22 +18,19 @@ is in every log line written while the request is served (core.logs), in the res
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
-from collections.abc import Coroutine
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logs import request_id_var
-from workers import requestlog
 
 from .errors import error_response
+from .store.writer import WriteBehind
 from .textguard import clean_text
 
 log = logging.getLogger(__name__)
@@ -102,26 +100,9 @@ class AuthGate:
         await self.app(scope, receive, send)
 
 
-class PendingWrites:
-    """Request-log writes still in flight: they run after their response, and the app's
-    shutdown waits for them before it closes the pool, so the last requests are logged too."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def add(self, write: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(write)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-
-
 class RequestLog:
-    def __init__(self, app: ASGIApp, pool: Any, keep_text: bool, writes: PendingWrites) -> None:
-        self.app, self.pool_ref, self.keep_text, self.writes = app, pool, keep_text, writes
+    def __init__(self, app: ASGIApp, keep_text: bool, writer: WriteBehind) -> None:
+        self.app, self.keep_text, self.writer = app, keep_text, writer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope.get("path", "").startswith(PROTECTED):
@@ -137,27 +118,18 @@ class RequestLog:
             route = scope.get("route")
             # an unrouted path is the caller's: a NUL in it must not keep the row out of the log
             path = getattr(route, "path", None) or clean_text(scope.get("path", ""))
-            row = (
-                entry.get("token_id"),
-                entry.get("user_id"),
-                scope.get("method", ""),
-                path,
-                entry.get("model"),
-                seen.status,
-                (time.perf_counter() - started) * 1000,
-                entry.get("prompt_tokens"),
-                entry.get("completion_tokens"),
-                entry.get("prompt") if self.keep_text else None,
-                entry.get("answer") if self.keep_text else None,
+            self.writer.log(
+                (
+                    entry.get("token_id"),
+                    entry.get("user_id"),
+                    scope.get("method", ""),
+                    path,
+                    entry.get("model"),
+                    seen.status,
+                    (time.perf_counter() - started) * 1000,
+                    entry.get("prompt_tokens"),
+                    entry.get("completion_tokens"),
+                    entry.get("prompt") if self.keep_text else None,
+                    entry.get("answer") if self.keep_text else None,
+                )
             )
-            self.writes.add(self._write(row))
-
-    async def _write(self, row: tuple[Any, ...]) -> None:
-        pool: AsyncConnectionPool | None = self.pool_ref()
-        if pool is None:
-            return
-        try:
-            async with pool.connection() as conn:
-                await requestlog.write(conn, row)
-        except Exception as exc:  # the log must never break a request
-            log.warning("could not write the request log: %s", exc)

@@ -19,6 +19,8 @@ from workers.celery_app import INTERACTIVE_QUEUE, TASK_INGEST
 from .llm import LLMClient
 from .metrics import Metrics
 from .ratelimit import Limiter
+from .store.tokencache import TokenCache
+from .store.writer import WriteBehind
 
 
 @dataclass
@@ -31,6 +33,9 @@ class AppState:
     celery: Celery | None = None  # sends tasks to the workers; None when REDIS_URL is unset
     redis: aioredis.Redis | None = None  # the app's Redis client; None when REDIS_URL is unset
     metrics: Metrics = field(default_factory=Metrics)
+    # live tokens' users (TOKEN_CACHE_S) and the writes that wait for the response
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(0.0))
+    writer: WriteBehind = field(default_factory=lambda: WriteBehind(lambda: None))
 
     async def queue_ingest(
         self, path: str, collection: str, source: str, *, generation: int | None = None

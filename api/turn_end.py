@@ -10,6 +10,7 @@ sentences belongs in those two methods.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +21,7 @@ from core.types import Citation, Passage
 from . import client_shapes
 from .answercheck import SentenceGate
 from .citations import CitationChecker, attribute, insert_markers
-from .store.conversations import add_turn
+from .store.conversations import NewTurn
 from .textguard import clean_text
 
 if TYPE_CHECKING:
@@ -206,15 +207,19 @@ async def store(
     )
     if turn.task:  # a client's meta-request is not part of any conversation
         return
-    async with state.pool.connection() as conn:
-        await add_turn(
-            conn,
-            turn.conversation_id,
-            turn.user_id,
-            turn.question,
-            answer,
-            end.sources,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            incomplete,
+    # written with other requests' (api.store.writer), and written even if this task is
+    # cancelled meanwhile (the client left): the shield keeps the write from being cancelled
+    await asyncio.shield(
+        state.writer.turn(
+            NewTurn(
+                turn.conversation_id,
+                turn.user_id,
+                turn.question,
+                answer,
+                end.sources,
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                incomplete,
+            )
         )
+    )

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(default=10.0, ge=0)  # per token; 0: no limit
     rate_limit_burst: int = Field(default=20, ge=1)
     max_streams_per_token: int = Field(default=4, ge=0)  # concurrent streamed answers; 0: any
+    # seconds an API process may serve a token from memory: a revocation made elsewhere reaches
+    # it by LISTEN/NOTIFY at once, and this is the bound if that message is lost; 0: no cache
+    token_cache_s: float = Field(default=5.0, ge=0, le=300)
     log_chat_text: bool = False  # keep prompts and answers in the request log
     log_format: Literal["text", "json"] = "text"  # json: one object per line, with request ids
     metrics_public: bool = False  # GET /metrics without an admin token (private networks only)

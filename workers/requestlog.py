@@ -1,7 +1,8 @@
-"""The home of the `request_log` table: one row per /v1 request, written by the API when its
-response has been sent (api.middleware.RequestLog), read by `GET /v1/admin/logs` and `hearth
-logs`, and pruned by the beat (workers.tasks.prune_request_log, REQUEST_LOG_DAYS). It lives in
-`workers/`, the lowest room that touches it, so the API and the CLI import it downward."""
+"""The home of the `request_log` table: one row per /v1 request, written by the API after its
+response has been sent (api.middleware.RequestLog; in batches, api.store.writer), read by
+`GET /v1/admin/logs` and `hearth logs`, and pruned by the beat (workers.tasks.prune_request_log,
+REQUEST_LOG_DAYS). It lives in `workers/`, the lowest room that touches it, so the API and the
+CLI import it downward."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ COLUMNS = ("id", "at", "token_id", "user", *WRITTEN[2:])  # what `recent` return
 async def write(conn: psycopg.AsyncConnection, row: tuple[Any, ...]) -> None:
     """One request's row: the values of WRITTEN, in order."""
     await conn.execute(_INSERT, row)
+
+
+async def write_many(conn: psycopg.AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Requests' rows (each the values of WRITTEN, in order), one statement for them all."""
+    if rows:
+        await conn.cursor().executemany(_INSERT, rows)
 
 
 def recent(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ import psycopg
 
 from core.tokens import display_prefix, hash_token, new_token
 
+from . import tokencache
+
 
 @dataclass(frozen=True)
 class User:
@@ -67,7 +69,11 @@ async def proxied_user(conn: psycopg.AsyncConnection, name: str) -> tuple[User, 
 
 
 def set_disabled(conn: psycopg.Connection, name: str, disabled: bool) -> bool:
+    """Disable (or enable) a user; their tokens stop working at once in every API process
+    (api.store.tokencache), when the caller commits."""
     cur = conn.execute("UPDATE users SET disabled = %s WHERE name = %s", (disabled, name))
+    if cur.rowcount and disabled:
+        tokencache.notify(conn)
     return cur.rowcount > 0
 
 
@@ -116,10 +122,14 @@ def list_tokens(conn: psycopg.Connection) -> list[TokenInfo]:
 
 
 def revoke_token(conn: psycopg.Connection, token_id: int) -> bool:
+    """Revoke a token; it stops working at once in every API process (api.store.tokencache),
+    when the caller commits."""
     row = conn.execute(
         "UPDATE tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
         (token_id,),
     ).fetchone()
+    if row is not None:
+        tokencache.notify(conn)
     return row is not None
 
 
@@ -139,6 +149,29 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> User | None
     if row is None or not hmac.compare_digest(row[4], digest):
         return None
     return User(row[0], row[1], row[2], row[3], frontend=row[5])
+
+
+async def lookup(conn: psycopg.AsyncConnection, digest: str) -> tuple[User, datetime | None] | None:
+    """The live user of the token whose SHA-256 is `digest`, and when the token expires; None
+    for a token that is unknown, revoked, expired or whose user is disabled. A read only: the
+    token's use is recorded after the response (`touch_tokens`, api.store.writer). The stored
+    digest is compared in constant time, as in `authenticate`."""
+    cur = await conn.execute(
+        "SELECT u.id, u.name, u.role, t.id, t.token_hash, t.frontend, t.expires_at"
+        " FROM tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
+        " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled",
+        (digest,),
+    )
+    row = await cur.fetchone()
+    if row is None or not hmac.compare_digest(row[4], digest):
+        return None
+    return User(row[0], row[1], row[2], row[3], frontend=row[5]), row[6]
+
+
+async def touch_tokens(conn: psycopg.AsyncConnection, token_ids: list[int]) -> None:
+    """Record that these tokens were used just now."""
+    await conn.execute("UPDATE tokens SET last_used_at = now() WHERE id = ANY(%s)", (token_ids,))
 
 
 async def forwarded_user(

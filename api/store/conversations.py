@@ -70,7 +70,12 @@ async def open_conversation(
                     for role, content, cited in await cur.fetchall()
                     if not cites_unreadable(cited, readable)
                 ]
-    return str(uuid.uuid4()), []
+    return new_conversation_id(), []
+
+
+def new_conversation_id() -> str:
+    """The id of a conversation `add_turn` will create with its first turn."""
+    return str(uuid.uuid4())
 
 
 def opening(question: str) -> bytes:
@@ -105,6 +110,59 @@ async def find_by_history(
     return None
 
 
+@dataclass(frozen=True)
+class NewTurn:
+    """A question and its answer, to be stored (`add_turns`). `conversation_id` comes from
+    `open_conversation`, so it is the user's own. `incomplete`: the backend failed mid-answer
+    and `answer` is the part sent."""
+
+    conversation_id: str
+    user_id: int
+    question: str
+    answer: str
+    citations: list[dict[str, Any]]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    incomplete: bool = False
+
+
+async def add_turns(conn: psycopg.AsyncConnection, turns: Sequence[NewTurn]) -> None:
+    """Store turns, in order, in the caller's transaction (api.store.writer batches them: a
+    statement per table for the whole batch). A conversation's first turn creates it, titled
+    after the question."""
+    if not turns:
+        return
+    cur = conn.cursor()
+    await cur.executemany(
+        "INSERT INTO conversations (id, user_id, title, opening) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING",
+        [(t.conversation_id, t.user_id, t.question[:80], opening(t.question)) for t in turns],
+    )
+    rows: list[tuple[Any, ...]] = []
+    for t in turns:
+        rows.append((t.conversation_id, "user", t.question, Jsonb([]), None, None, False))
+        rows.append(
+            (
+                t.conversation_id,
+                "assistant",
+                t.answer,
+                Jsonb(t.citations),
+                t.prompt_tokens,
+                t.completion_tokens,
+                t.incomplete,
+            )
+        )
+    await cur.executemany(
+        "INSERT INTO messages (conversation_id, role, content, citations, prompt_tokens,"
+        " completion_tokens, incomplete) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        rows,
+    )
+    await conn.execute(
+        "UPDATE conversations SET updated_at = now() WHERE id = ANY(%s::uuid[])",
+        (list(dict.fromkeys(t.conversation_id for t in turns)),),
+    )
+
+
 async def add_turn(
     conn: psycopg.AsyncConnection,
     conversation_id: str,
@@ -116,34 +174,19 @@ async def add_turn(
     completion_tokens: int | None,
     incomplete: bool = False,
 ) -> None:
-    """Store a question and its answer; the first turn creates the conversation, titled after
-    the question. `conversation_id` comes from `open_conversation`, so it is the user's own.
-    `incomplete`: the backend failed mid-answer and `answer` is the part sent."""
+    """Store one turn in a transaction of its own (`add_turns`)."""
+    turn = NewTurn(
+        conversation_id,
+        user_id,
+        question,
+        answer,
+        citations,
+        prompt_tokens,
+        completion_tokens,
+        incomplete,
+    )
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO conversations (id, user_id, title, opening) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (conversation_id, user_id, question[:80], opening(question)),
-        )
-        await conn.execute(
-            "INSERT INTO messages (conversation_id, role, content) VALUES (%s, 'user', %s)",
-            (conversation_id, question),
-        )
-        await conn.execute(
-            "INSERT INTO messages (conversation_id, role, content, citations, prompt_tokens,"
-            " completion_tokens, incomplete) VALUES (%s, 'assistant', %s, %s, %s, %s, %s)",
-            (
-                conversation_id,
-                answer,
-                Jsonb(citations),
-                prompt_tokens,
-                completion_tokens,
-                incomplete,
-            ),
-        )
-        await conn.execute(
-            "UPDATE conversations SET updated_at = now() WHERE id = %s", (conversation_id,)
-        )
+        await add_turns(conn, [turn])
 
 
 def _uuid(value: str) -> str | None:

@@ -61,8 +61,17 @@ def test_token_lifecycle(db: psycopg.Connection, pg_url: str, mock: MockLLM) -> 
     assert token.startswith("hearth_") and len(token) >= 7 + 43
     with TestClient(app_for(pg_url, mock)) as c:
         assert c.get("/v1/models", headers=bearer(token)).status_code == 200
-        used = db.execute("SELECT last_used_at FROM tokens WHERE description = 'phone'").fetchone()
-        assert used is not None and used[0] is not None
+
+        def used() -> bool:  # recorded just after the response (api.store.writer)
+            row = db.execute("SELECT last_used_at FROM tokens WHERE description = 'phone'")
+            found = row.fetchone()
+            db.rollback()
+            return found is not None and found[0] is not None
+
+        deadline = time.monotonic() + 10
+        while not used():
+            assert time.monotonic() < deadline, "the token's last use was not recorded"
+            time.sleep(0.02)
         for headers, code in (
             ({}, "missing_api_key"),
             (bearer(old), "invalid_api_key"),  # expired
