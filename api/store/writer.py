@@ -27,6 +27,7 @@ from .conversations import NewTurn, add_turns
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+USED_WAIT_S = 0.5  # a token's last use waits this long at most for other writes to go with
 
 
 class WriteBehind:
@@ -38,6 +39,8 @@ class WriteBehind:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._used_waited = False
+        self._used_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Start writing (in the app's lifespan, once the pool is open)."""
@@ -52,9 +55,11 @@ class WriteBehind:
         self._kick()
 
     def used(self, token_id: int) -> None:
-        """A token was used just now (its `last_used_at`)."""
+        """A token was used just now (its `last_used_at`): written with the request's log row,
+        which follows, or on its own USED_WAIT_S later."""
+        if self._used_timer is None and self._wake is not None:
+            self._used_timer = asyncio.get_running_loop().call_later(USED_WAIT_S, self._used_due)
         self._used.add(token_id)
-        self._kick()
 
     def turn(self, turn: NewTurn) -> asyncio.Future[None]:
         """Store `turn`; the future is done when it is committed (or holds why it was not).
@@ -91,6 +96,14 @@ class WriteBehind:
     def _pending(self) -> bool:
         return bool(self._logs or self._used or self._turns)
 
+    def _due(self) -> bool:
+        """Whether there is something to write now (tokens' last use alone can wait)."""
+        return bool(self._logs or self._turns or (self._used and self._used_waited))
+
+    def _used_due(self) -> None:
+        self._used_waited, self._used_timer = True, None
+        self._kick()
+
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -107,9 +120,12 @@ class WriteBehind:
                 return
 
     async def _flush(self) -> None:
-        while self._pending():
+        while self._due() or (self._closing and self._pending()):
             logs, self._logs = self._logs, []
-            used, self._used = sorted(self._used), set()
+            used, self._used, self._used_waited = sorted(self._used), set(), False
+            if self._used_timer is not None:
+                self._used_timer.cancel()
+                self._used_timer = None
             turns, self._turns = self._turns, []
             await self._write(logs, used, turns)
 
