@@ -54,7 +54,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     database_url = settings.database_url
     measured = Metrics()  # built with the app: the request middleware needs it before start-up
     # request log, tokens' last use and chat turns, after the response (the middleware needs it)
-    writer = WriteBehind(lambda: getattr(getattr(app.state, "hearth", None), "pool", None))
+    writer = WriteBehind(database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

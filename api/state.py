@@ -35,7 +35,7 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     # live tokens' users (TOKEN_CACHE_S) and the writes that wait for the response
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0.0))
-    writer: WriteBehind = field(default_factory=lambda: WriteBehind(lambda: None))
+    writer: WriteBehind = field(default_factory=lambda: WriteBehind(None))
 
     async def queue_ingest(
         self, path: str, collection: str, source: str, *, generation: int | None = None

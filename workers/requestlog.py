@@ -36,10 +36,19 @@ async def write(conn: psycopg.AsyncConnection, row: tuple[Any, ...]) -> None:
     await conn.execute(_INSERT, row)
 
 
-async def write_many(conn: psycopg.AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-    """Requests' rows (each the values of WRITTEN, in order), one statement for them all."""
-    if rows:
-        await conn.cursor().executemany(_INSERT, rows)
+_TYPES = ("bigint", "bigint", "text", "text", "text", "int", "real", "int", "int", "text", "text")
+
+
+def rows_cte(rows: list[tuple[Any, ...]]) -> tuple[str, dict[str, Any]]:
+    """Writing requests' rows (each the values of WRITTEN, in order) as the CTE of a statement
+    and its parameters (api.store.writer joins it with other tables' writes)."""
+    columns = list(zip(*rows, strict=True))
+    params = {f"log_{name}": list(values) for name, values in zip(WRITTEN, columns, strict=True)}
+    arrays = ", ".join(f"%(log_{n})s::{t}[]" for n, t in zip(WRITTEN, _TYPES, strict=True))
+    cte = (
+        f"logged AS (INSERT INTO request_log ({', '.join(WRITTEN)}) SELECT * FROM unnest({arrays}))"
+    )
+    return cte, params
 
 
 def recent(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:

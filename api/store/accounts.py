@@ -9,6 +9,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -154,7 +155,7 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> User | None
 async def lookup(conn: psycopg.AsyncConnection, digest: str) -> tuple[User, datetime | None] | None:
     """The live user of the token whose SHA-256 is `digest`, and when the token expires; None
     for a token that is unknown, revoked, expired or whose user is disabled. A read only: the
-    token's use is recorded after the response (`touch_tokens`, api.store.writer). The stored
+    token's use is recorded after the response (`touch_cte`, api.store.writer). The stored
     digest is compared in constant time, as in `authenticate`."""
     cur = await conn.execute(
         "SELECT u.id, u.name, u.role, t.id, t.token_hash, t.frontend, t.expires_at"
@@ -169,9 +170,11 @@ async def lookup(conn: psycopg.AsyncConnection, digest: str) -> tuple[User, date
     return User(row[0], row[1], row[2], row[3], frontend=row[5]), row[6]
 
 
-async def touch_tokens(conn: psycopg.AsyncConnection, token_ids: list[int]) -> None:
-    """Record that these tokens were used just now."""
-    await conn.execute("UPDATE tokens SET last_used_at = now() WHERE id = ANY(%s)", (token_ids,))
+def touch_cte(token_ids: list[int]) -> tuple[str, dict[str, Any]]:
+    """Recording that these tokens were used just now, as the CTE of a statement and its
+    parameters (api.store.writer joins it with other tables' writes)."""
+    cte = "touched AS (UPDATE tokens SET last_used_at = now() WHERE id = ANY(%(used)s::bigint[]))"
+    return cte, {"used": token_ids}
 
 
 async def forwarded_user(

@@ -126,41 +126,56 @@ class NewTurn:
     incomplete: bool = False
 
 
-async def add_turns(conn: psycopg.AsyncConnection, turns: Sequence[NewTurn]) -> None:
-    """Store turns, in order, in the caller's transaction (api.store.writer batches them: a
-    statement per table for the whole batch). A conversation's first turn creates it, titled
-    after the question."""
-    if not turns:
-        return
-    cur = conn.cursor()
-    await cur.executemany(
-        "INSERT INTO conversations (id, user_id, title, opening) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (id) DO NOTHING",
-        [(t.conversation_id, t.user_id, t.question[:80], opening(t.question)) for t in turns],
-    )
-    rows: list[tuple[Any, ...]] = []
+def turns_ctes(turns: Sequence[NewTurn]) -> tuple[list[str], dict[str, Any]]:
+    """Storing `turns`, in order, as the CTEs of one statement and their parameters (one
+    statement for any number of turns: api.store.writer joins them with other tables' writes).
+    A conversation's first turn creates it, titled after the question."""
+    first: dict[str, NewTurn] = {}
     for t in turns:
-        rows.append((t.conversation_id, "user", t.question, Jsonb([]), None, None, False))
-        rows.append(
-            (
-                t.conversation_id,
-                "assistant",
-                t.answer,
-                Jsonb(t.citations),
-                t.prompt_tokens,
-                t.completion_tokens,
-                t.incomplete,
-            )
-        )
-    await cur.executemany(
-        "INSERT INTO messages (conversation_id, role, content, citations, prompt_tokens,"
-        " completion_tokens, incomplete) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        rows,
-    )
-    await conn.execute(
-        "UPDATE conversations SET updated_at = now() WHERE id = ANY(%s::uuid[])",
-        (list(dict.fromkeys(t.conversation_id for t in turns)),),
-    )
+        first.setdefault(t.conversation_id, t)
+    role, content, cites, prompt, completion, cut = [], [], [], [], [], []
+    for t in turns:
+        role += ["user", "assistant"]
+        content += [t.question, t.answer]
+        cites += [Jsonb([]), Jsonb(t.citations)]
+        prompt += [None, t.prompt_tokens]
+        completion += [None, t.completion_tokens]
+        cut += [False, t.incomplete]
+    params = {
+        "c_id": list(first),
+        "c_user": [t.user_id for t in first.values()],
+        "c_title": [t.question[:80] for t in first.values()],
+        "c_opening": [opening(t.question) for t in first.values()],
+        "m_conversation": [t.conversation_id for t in turns for _ in range(2)],
+        "m_role": role,
+        "m_content": content,
+        "m_citations": cites,
+        "m_prompt": prompt,
+        "m_completion": completion,
+        "m_incomplete": cut,
+    }
+    ctes = [
+        "new_conversations AS (INSERT INTO conversations (id, user_id, title, opening)"
+        " SELECT * FROM unnest(%(c_id)s::uuid[], %(c_user)s::bigint[], %(c_title)s::text[],"
+        " %(c_opening)s::bytea[]) ON CONFLICT (id) DO NOTHING)",
+        # a row the statement itself inserted is not seen here: a new one has updated_at = now()
+        "continued AS (UPDATE conversations SET updated_at = now()"
+        " WHERE id = ANY(%(c_id)s::uuid[]))",
+        "new_messages AS (INSERT INTO messages (conversation_id, role, content, citations,"
+        " prompt_tokens, completion_tokens, incomplete)"
+        " SELECT c, r, t, j, p, q, i FROM unnest(%(m_conversation)s::uuid[], %(m_role)s::text[],"
+        " %(m_content)s::text[], %(m_citations)s::jsonb[], %(m_prompt)s::int[],"
+        " %(m_completion)s::int[], %(m_incomplete)s::bool[])"
+        " WITH ORDINALITY AS m(c, r, t, j, p, q, i, o) ORDER BY o)",
+    ]
+    return ctes, params
+
+
+async def add_turns(conn: psycopg.AsyncConnection, turns: Sequence[NewTurn]) -> None:
+    """Store turns, in order, in one statement (`turns_ctes`)."""
+    if turns:
+        ctes, params = turns_ctes(turns)
+        await conn.execute("WITH " + ", ".join(ctes) + " SELECT 1", params)
 
 
 async def add_turn(
@@ -174,7 +189,7 @@ async def add_turn(
     completion_tokens: int | None,
     incomplete: bool = False,
 ) -> None:
-    """Store one turn in a transaction of its own (`add_turns`)."""
+    """Store one turn (`add_turns`)."""
     turn = NewTurn(
         conversation_id,
         user_id,
@@ -185,8 +200,7 @@ async def add_turn(
         completion_tokens,
         incomplete,
     )
-    async with conn.transaction():
-        await add_turns(conn, [turn])
+    await add_turns(conn, [turn])
 
 
 def _uuid(value: str) -> str | None:

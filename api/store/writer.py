@@ -1,28 +1,30 @@
 """The API's writes that can wait for the response: request-log rows, tokens' last use, and
-finished chat turns. One task per API process writes whatever has queued up, all of it in one
-transaction (a group commit: under load, one commit and a statement per table serve many
-requests; when idle, each write goes at once, alone).
+finished chat turns. One task per API process writes whatever has queued up as one statement on
+a connection of its own (a group commit: under load, one commit serves many requests; when idle,
+each write goes at once, alone).
 
 Nothing is lost on the way: a turn's write goes on when the client that asked leaves (its stream
 only waits for it, so a response still ends after its turn is stored, and a follow-up names a
 conversation that exists); a write that fails in a batch is retried alone, so it loses only
-itself; and the app's shutdown waits for everything queued (`close`) before the pool closes.
+itself; a connection lost is made again (the batch retried once); and the app's shutdown waits
+for everything queued (`close`).
+
+The statement is put together from each table's home: api.store.conversations, api.store.accounts
+and workers.requestlog give their part as a CTE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from workers import requestlog
 
 from . import accounts
-from .conversations import NewTurn, add_turns
+from .conversations import NewTurn, turns_ctes
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,9 @@ USED_WAIT_S = 0.5  # a token's last use waits this long at most for other writes
 
 
 class WriteBehind:
-    def __init__(self, pool_ref: Callable[[], AsyncConnectionPool | None]) -> None:
-        self._pool_ref = pool_ref
+    def __init__(self, database_url: str | None) -> None:
+        self._url = database_url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._logs: list[Row] = []
         self._used: set[int] = set()
         self._turns: list[tuple[NewTurn, asyncio.Future[None]]] = []
@@ -43,7 +46,7 @@ class WriteBehind:
         self._used_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Start writing (in the app's lifespan, once the pool is open)."""
+        """Start writing (in the app's lifespan)."""
         self._wake, self._closing = asyncio.Event(), False
         self._task = asyncio.create_task(self._run(), name="hearth-write-behind")
         if self._pending():
@@ -71,7 +74,7 @@ class WriteBehind:
         return done
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Write everything queued, then stop (the app's shutdown, before the pool closes)."""
+        """Write everything queued, then stop (the app's shutdown)."""
         self._closing = True
         task = self._task
         if task is None:
@@ -92,6 +95,9 @@ class WriteBehind:
                 timeout_s,
             )
         self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     def _pending(self) -> bool:
         return bool(self._logs or self._used or self._turns)
@@ -108,7 +114,7 @@ class WriteBehind:
         if self._wake is not None:
             self._wake.set()
         if self._closing and self._task is None:  # a straggler after the shutdown's flush
-            self._task = asyncio.get_running_loop().create_task(self._flush())
+            self._task = asyncio.get_running_loop().create_task(self._straggler())
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -118,6 +124,15 @@ class WriteBehind:
             await self._flush()
             if self._closing and not self._pending():
                 return
+
+    async def _straggler(self) -> None:
+        try:
+            await self._flush()
+        finally:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            self._task = None
 
     async def _flush(self) -> None:
         while self._due() or (self._closing and self._pending()):
@@ -133,26 +148,19 @@ class WriteBehind:
         self, logs: list[Row], used: list[int], turns: list[tuple[NewTurn, asyncio.Future[None]]]
     ) -> None:
         failed: dict[int, BaseException] = {}
+        new = [t for t, _ in turns]
         try:
-            pool = self._pool_ref()
-            if pool is None:
-                raise RuntimeError("no database pool")
-            async with pool.connection() as conn:
-                try:
-                    async with conn.transaction():
-                        await _apply(conn, logs, used, [t for t, _ in turns])
-                except psycopg.Error:
-                    if conn.closed or len(logs) + len(turns) + bool(used) == 1:
-                        raise
-                    failed = await _one_by_one(conn, logs, used, [t for t, _ in turns])
-        except Exception as exc:  # the database is out of reach: this batch is lost, said so
-            log.warning(
-                "could not write %d request-log rows and %d chat turns: %s",
-                len(logs),
-                len(turns),
-                exc,
-            )
-            failed = dict.fromkeys(range(len(turns)), exc)
+            try:
+                await self._execute(_statement(logs, used, new))
+            except psycopg.OperationalError:  # the connection went (a restart): once more
+                await self._execute(_statement(logs, used, new))
+        except psycopg.Error as exc:
+            if self._conn is None or len(logs) + len(turns) + bool(used) == 1:
+                failed = self._lost(exc, logs, turns)
+            else:
+                failed = await self._one_by_one(logs, used, new)
+        except Exception as exc:  # no database to write to: this batch is lost, said so
+            failed = self._lost(exc, logs, turns)
         for i, (_, done) in enumerate(turns):
             if done.done():
                 continue
@@ -161,42 +169,72 @@ class WriteBehind:
             else:
                 done.set_result(None)
 
+    async def _execute(self, statement: tuple[str, dict[str, Any]]) -> None:
+        if self._conn is None or self._conn.closed:
+            if not self._url:
+                raise RuntimeError("no database to write to")
+            self._conn = None
+            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        try:
+            await self._conn.execute(*statement)
+        except psycopg.OperationalError:
+            await self._conn.close()
+            self._conn = None
+            raise
 
-async def _apply(
-    conn: psycopg.AsyncConnection, logs: list[Row], used: list[int], turns: Sequence[NewTurn]
-) -> None:
-    await add_turns(conn, turns)
-    await requestlog.write_many(conn, logs)
+    async def _one_by_one(
+        self, logs: list[Row], used: list[int], turns: list[NewTurn]
+    ) -> dict[int, BaseException]:
+        """Each write as a statement of its own, after their batch failed: the bad one alone
+        is lost. Returns the turns that failed, by index."""
+        failed: dict[int, BaseException] = {}
+        for i, turn in enumerate(turns):
+            try:
+                await self._execute(_statement([], [], [turn]))
+            except psycopg.Error as exc:
+                log.warning("could not store a chat turn: %s", exc)
+                failed[i] = exc
+        for row in logs:
+            try:
+                await self._execute(_statement([row], [], []))
+            except psycopg.Error as exc:
+                log.warning("could not write the request log: %s", exc)
+        if used:
+            try:
+                await self._execute(_statement([], used, []))
+            except psycopg.Error as exc:
+                log.warning("could not record tokens' last use: %s", exc)
+        return failed
+
+    @staticmethod
+    def _lost(
+        exc: BaseException, logs: list[Row], turns: list[tuple[NewTurn, asyncio.Future[None]]]
+    ) -> dict[int, BaseException]:
+        log.warning(
+            "could not write %d request-log rows and %d chat turns: %s", len(logs), len(turns), exc
+        )
+        return dict.fromkeys(range(len(turns)), exc)
+
+
+def _statement(
+    logs: list[Row], used: list[int], turns: list[NewTurn]
+) -> tuple[str, dict[str, Any]]:
+    """One statement for the batch: each table's part as a CTE (only the parts it needs)."""
+    ctes: list[str] = []
+    params: dict[str, Any] = {}
+    if turns:
+        more, values = turns_ctes(turns)
+        ctes += more
+        params.update(values)
+    if logs:
+        cte, values = requestlog.rows_cte(logs)
+        ctes.append(cte)
+        params.update(values)
     if used:
-        await accounts.touch_tokens(conn, used)
-
-
-async def _one_by_one(
-    conn: psycopg.AsyncConnection, logs: list[Row], used: list[int], turns: list[NewTurn]
-) -> dict[int, BaseException]:
-    """Each write in a transaction of its own, after their batch failed: the bad one alone is
-    lost. Returns the turns that failed, by index."""
-    failed: dict[int, BaseException] = {}
-    for i, turn in enumerate(turns):
-        try:
-            async with conn.transaction():
-                await add_turns(conn, [turn])
-        except psycopg.Error as exc:
-            log.warning("could not store a chat turn: %s", exc)
-            failed[i] = exc
-    for row in logs:
-        try:
-            async with conn.transaction():
-                await requestlog.write(conn, row)
-        except psycopg.Error as exc:
-            log.warning("could not write the request log: %s", exc)
-    if used:
-        try:
-            async with conn.transaction():
-                await accounts.touch_tokens(conn, used)
-        except psycopg.Error as exc:
-            log.warning("could not record tokens' last use: %s", exc)
-    return failed
+        cte, values = accounts.touch_cte(used)
+        ctes.append(cte)
+        params.update(values)
+    return "WITH " + ", ".join(ctes) + " SELECT 1", params
 
 
 def _retrieve(done: asyncio.Future[None]) -> None:

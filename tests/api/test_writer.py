@@ -13,11 +13,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from api.store import accounts
-from core.db import async_pool
 from core.settings import get_settings
 from tests.conftest import serve_app
 from tests.factories import HashEmbedder
@@ -54,15 +52,12 @@ def count(db: psycopg.Connection, sql: str) -> int:
 async def with_writer(pg_url: str, work: Any) -> Any:
     from api.store.writer import WriteBehind
 
-    pool: AsyncConnectionPool = async_pool(pg_url)
-    await pool.open(wait=True)
-    writer = WriteBehind(lambda: pool)
+    writer = WriteBehind(pg_url)
     writer.start()
     try:
         return await work(writer)
     finally:
         await writer.close()
-        await pool.close()
 
 
 def new_turn(user_id: int, question: str, conversation_id: str | None = None) -> Any:
@@ -134,6 +129,41 @@ def test_what_arrives_together_is_one_transaction(db: psycopg.Connection, pg_url
     roles = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
     assert [r[0] for r in roles] == ["user", "assistant"] * 10
     assert [r[1] for r in roles[::2]] == [f"q{i}" for i in range(10)]
+
+
+def test_turns_of_one_conversation_in_one_batch_keep_their_order(
+    db: psycopg.Connection, pg_url: str
+) -> None:
+    """Continuing a stored conversation and starting one, twice each, in one batch."""
+    import uuid
+
+    ann = accounts.ensure_user(db, "ann")
+    db.commit()
+    x, y = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def first(writer: Any) -> None:
+        await writer.turn(new_turn(ann.id, "x0", x))
+
+    asyncio.run(with_writer(pg_url, first))
+    db.rollback()
+    before = db.execute("SELECT updated_at FROM conversations WHERE id = %s", (x,)).fetchone()
+    db.rollback()
+
+    async def batch(writer: Any) -> None:
+        turns = [("x1", x), ("y0", y), ("x2", x), ("y1", y)]
+        await asyncio.gather(*(writer.turn(new_turn(ann.id, q, c)) for q, c in turns))
+
+    asyncio.run(with_writer(pg_url, batch))
+    rows = db.execute(
+        "SELECT c.id::text, c.title, c.updated_at, m.role, m.content FROM messages m"
+        " JOIN conversations c ON c.id = m.conversation_id ORDER BY m.id"
+    ).fetchall()
+    asked = {cid: [r[4] for r in rows if r[0] == cid and r[3] == "user"] for cid in (x, y)}
+    assert asked == {x: ["x0", "x1", "x2"], y: ["y0", "y1"]}
+    assert [r[3] for r in rows] == ["user", "assistant"] * 5
+    titles = {r[0]: r[1] for r in rows}
+    assert titles == {x: "x0", y: "y0"}
+    assert before is not None and next(r[2] for r in rows if r[0] == x) > before[0]
 
 
 def test_a_bad_write_loses_only_itself(db: psycopg.Connection, pg_url: str) -> None:
