@@ -41,6 +41,7 @@ from .routes import (
     search,
     ui,
 )
+from .search import warm_up
 from .state import AppState
 from .store import tokencache
 from .store.writer import WriteBehind
@@ -64,6 +65,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         loaded: Embedder = (
             embedder if embedder is not None else await asyncio.to_thread(embedder_for, settings)
         )
+        await warm_up(loaded)  # the model's first call is slow: not the first question's wait
         # follows the index's model: `hearth reindex` may switch it while the API runs
         emb = IndexEmbedder(loaded, functools.partial(embedder_for, settings))
         pool = async_pool(database_url)

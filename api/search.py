@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from retrieval.search import SearchParams, search
 from . import timing
 from .errors import APIError
 from .index_embedder import IndexEmbedder
+from .query_embedding import QueryEmbedder
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -106,18 +106,15 @@ async def _reranker(settings: Settings, wanted: bool | None) -> Reranker | None:
 _VECTORS: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 VECTOR_CACHE_SIZE = 2048
 
-
-def _embed_one(embedder: Embedder, query: str) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    vector = embedder.embed([query])[0]
-    return vector, time.perf_counter() - started
+_QUERIES = QueryEmbedder()  # this process's query-embedding thread
 
 
 async def query_vector(embedder: Embedder, query: str) -> np.ndarray:
     """The query's embedding, from a small LRU cache when the same question comes again (chat UIs
     re-send it on regenerate; a follow-up's fallback query repeats the previous question). The
-    embedding runs in a thread: the event loop never waits on the model. Timed as the request's
-    `embed` (waiting for the thread included) and `embed-model` stages."""
+    embedding runs on the query-embedding thread (api.query_embedding), with the questions
+    asked meanwhile: the event loop never waits on the model. Timed as the request's `embed`
+    (waiting for the thread included) and `embed-model` (the model call) stages."""
     key = (id(embedder), query)  # one embedder per process; ids are not reused while it lives
     hit = _VECTORS.get(key)
     if hit is not None:
@@ -125,12 +122,18 @@ async def query_vector(embedder: Embedder, query: str) -> np.ndarray:
         return hit
     timings = timing.current()
     with timings.stage("embed"):
-        vector, model_s = await asyncio.to_thread(_embed_one, embedder, query)
+        vector, model_s = await _QUERIES.embed(embedder, query)
     timings.add("embed-model", model_s)
     _VECTORS[key] = vector
     while len(_VECTORS) > VECTOR_CACHE_SIZE:
         _VECTORS.popitem(last=False)
     return vector
+
+
+async def warm_up(embedder: Embedder) -> None:
+    """One embedding on the query-embedding thread, so that the first question does not pay for
+    the model's first call (its lazy set-up, the thread's start)."""
+    await _QUERIES.embed(embedder, "warm")
 
 
 async def run_search(

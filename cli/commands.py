@@ -131,6 +131,9 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     if workers == 1:
+        from cli.serve import share_cores
+
+        share_cores(settings)  # as each of several processes does (cli.serve.create)
         uvicorn.run(create_app(settings.model_copy(update={"database_url": url})), **options)
         return 0
     if not settings.redis_url:

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 import importlib.util
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,32 @@ def resolve_model_path(spec: str) -> Path:
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
+
+_threads: int | None = None  # this process's embedding threads (limit_threads); None: the runtime's
+
+
+def limit_threads(n: int) -> None:
+    """Embed on at most `n` threads in this process (torch's intra-op threads, which are
+    process-wide; ONNX Runtime sessions made from now on), and let idle ones sleep rather than spin.
+
+    For a process that is one of several sharing the cores (the API's processes): torch's OpenMP
+    threads spin while they wait for work, and on a busy machine a team of two whose other half is
+    not running makes a 30-90 ms query embedding take 0.4-1 s (docs/benchmarks.md, 2026-12-07). The
+    OpenMP wait policy is read when torch is first imported: set here, it holds only if that has not
+    happened yet (OMP_WAIT_POLICY, when set, is left as it is).
+    """
+    global _threads
+    _threads = max(1, int(n))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules:
+        _torch_threads(_threads)
+
+
+def _torch_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 class SentenceTransformerEmbedder:
@@ -114,6 +141,8 @@ class _TorchRunner:
     def __init__(self, spec: str, path: Path, device: str) -> None:
         from sentence_transformers import SentenceTransformer
 
+        if _threads is not None:
+            _torch_threads(_threads)
         self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         get_dim = (
             getattr(self._model, "get_embedding_dimension", None)
@@ -160,7 +189,14 @@ class _OnnxRunner:
         self._batch_tokenizer.enable_padding(
             pad_id=self.tokenizer.token_to_id(pad) or 0, pad_token=pad
         )
-        self._session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if _threads is not None:  # limit_threads: its share of the cores, asleep when idle
+            options.intra_op_num_threads = _threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(
+            str(onnx_file), options, providers=["CPUExecutionProvider"]
+        )
         self._inputs = [i.name for i in self._session.get_inputs()]
         unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:

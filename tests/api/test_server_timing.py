@@ -46,10 +46,10 @@ def stages(header: str) -> dict[str, float]:
 
 def check_nesting(got: dict[str, float], top: tuple[str, ...]) -> None:
     """The top-level stages ran one after another inside `total`, and the model's own time is
-    part of `embed` (each entry is rounded to 0.1 ms)."""
-    assert sum(got[s] for s in top if s in got) <= got["total"] + 0.05 * len(top)
+    part of `embed` (each entry is rounded to 0.1 ms: up to 0.05 off, the total too)."""
+    assert sum(got[s] for s in top if s in got) <= got["total"] + 0.05 * (len(top) + 1.01), got
     if "embed" in got:
-        assert got["embed-model"] <= got["embed"] + 0.1
+        assert got["embed-model"] <= got["embed"] + 0.1, got
 
 
 @pytest.fixture
@@ -151,9 +151,9 @@ def test_a_chat_turn_says_where_its_time_went(
     assert resp.status_code == 200, resp.text
     assert resp.json()["sources"][0]["path"] == "/w/boiler.md"
     got = stages(resp.headers["Server-Timing"])
-    assert set(got) == CHAT_STAGES
+    assert set(got) == CHAT_STAGES, got
     check_nesting(got, ("auth", "open", "ground", "answer"))
-    assert got["embed"] + got["search"] <= got["ground"] + 0.2  # both happen inside grounding
+    assert got["embed"] + got["search"] <= got["ground"] + 0.2, got  # both inside grounding
 
     # a stream's headers leave before its stages: they go to the debug log at its end
     with caplog.at_level(logging.DEBUG, logger="api.timing"):
@@ -165,6 +165,6 @@ def test_a_chat_turn_says_where_its_time_went(
     assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
     assert "server-timing" not in streamed.headers
     lines = [r.getMessage() for r in caplog.records if r.name == "api.timing"]
-    assert len(lines) == 1 and lines[0].startswith("chat stream stages (ms): ")
+    assert len(lines) == 1 and lines[0].startswith("chat stream stages (ms): "), lines
     logged = stages(lines[0].split(": ", 1)[1])
     assert {"auth", "open", "embed", "search", "total"} <= set(logged) <= CHAT_STAGES
