@@ -18,8 +18,9 @@ run: install $(if $(LLM_BASE_URL),,vllm)
 	$(BIN)/hearth up
 
 # TEST_JOBS=N runs the suite in N pytest-xdist workers (`--dist loadgroup`: the tests on the one
-# real stack stay together in one worker, tests/conftest.py); 1, the default, runs it in one process.
-TEST_JOBS ?= 1
+# real stack stay together in one worker, tests/conftest.py); 2 by default (the suite spends much
+# of its time waiting on child processes), TEST_JOBS=1 runs it in one process.
+TEST_JOBS ?= 2
 FAST_JOBS ?= 2
 xdist = $(if $(filter-out 0 1,$(1)),-n $(1) --dist loadgroup)
 
