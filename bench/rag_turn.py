@@ -9,11 +9,14 @@ backend (bench.mock_llm), which records when each request arrives (CLOCK_MONOTON
 clock too): request -> backend is that minus the client's send time, one request at a time.
 A follow-up (history in the request) adds the query rewrite, one short LLM call to the mock.
 
-The stages are then timed by calling Hearth's own functions in this process, in the order a turn
-runs them: token lookup (api.store.accounts.authenticate), opening the turn (readable collections,
-conversation), the query embedding (MiniLM), hybrid search (retrieval.search.search) and the
-prompt build (api.prompt.build_prompt, counting tokens). RELEVANCE_THRESHOLD is 0 here: the
-synthetic vectors mean nothing to MiniLM, and a turn found "not covered" never reaches the backend.
+The API's own stages come from the Server-Timing header of the same questions asked once more,
+not streamed (api.timing: auth, open, embed, search, ground, answer; fresh texts, so each
+embeds). The stages are then timed by calling Hearth's own functions in this process, in the order
+a turn runs them: token lookup (api.store.accounts.authenticate), opening the turn (readable
+collections, conversation), the query embedding (MiniLM on the API's query-embedding thread, with
+an API process's share of the cores), hybrid search (retrieval.search.search) and the prompt build
+(api.prompt.build_prompt, counting tokens). RELEVANCE_THRESHOLD is 0 here: the synthetic vectors
+mean nothing to MiniLM, and a turn found "not covered" never reaches the backend.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .harness import (
     table,
 )
 from .sse_client import StreamResult, Target, run_async, stream_chat
+from .stages import server_timing, stage_summary
 
 FULL_SCALE, FALLBACK_SCALE = 100_000, 10_000
 STAGES = {
@@ -54,6 +58,8 @@ STAGES = {
     "prompt": "prompt build (token counting)",
 }
 TARGET_P50_MS = 40.0
+# Server-Timing stages of a non-streamed chat turn (api.timing), in turn order
+API_STAGES = ("auth", "open", "embed", "embed-model", "search", "ground", "answer", "total")
 
 
 async def _arrivals(client: httpx.AsyncClient, mock_root: str) -> dict[bool, list[float]]:
@@ -118,10 +124,33 @@ async def measure_http(
     return out
 
 
+async def measure_api_stages(
+    base: str, token: str, questions: Sequence[str], warm: int = 5
+) -> dict[str, Any]:
+    """The API's own account of each turn (its Server-Timing), not streamed, one at a time;
+    each question reworded so that its vector is not in the API's cache."""
+    headers = {"Authorization": f"Bearer {token}", "X-Hearth-Footer": "off"}
+    seen: list[dict[str, float]] = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+        for i, q in enumerate([*questions[:warm], *questions]):
+            body = {
+                "model": "hearth",
+                "messages": [{"role": "user", "content": f"{q} (again {i})"}],
+                "max_tokens": 8,
+            }
+            resp = await client.post("/v1/chat/completions", json=body)
+            if resp.status_code != 200:
+                raise RuntimeError(f"chat answered {resp.status_code}: {resp.text[:300]}")
+            if i >= warm:
+                seen.append(server_timing(resp.headers.get("server-timing", "")))
+    return {"stages_ms": stage_summary(seen, API_STAGES), "questions": len(seen)}
+
+
 async def measure_stages(
     url: str, token: str, settings: Any, questions: Sequence[str], warm: int = 5
 ) -> dict[str, Any]:
     from api.prompt import build_prompt
+    from api.query_embedding import QueryEmbedder
     from api.store import access
     from api.store.accounts import authenticate
     from api.store.conversations import open_conversation
@@ -132,6 +161,7 @@ async def measure_stages(
     from retrieval.search import SearchParams, search
 
     embedder = embedder_for(settings)
+    queries = QueryEmbedder()  # as api.search.query_vector embeds a question
     counter = load_counter(settings.tokenizer_file)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     passages_given: list[int] = []
@@ -149,7 +179,7 @@ async def measure_stages(
                 readable = await access.readable(conn, user)
                 await open_conversation(conn, user.id, None, readable)
             marks.append(now())
-            vector = (await asyncio.to_thread(embedder.embed, [q]))[0]
+            vector, _ = await queries.embed(embedder, q)
             marks.append(now())
             params = SearchParams.from_settings(
                 settings, filter=SearchFilter().restricted_to(readable)
@@ -196,10 +226,13 @@ def pick_scale(requested: int | None, data_dir: Path | None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cli.serve import share_cores
     from core.offline import go_offline
     from core.settings import get_settings
 
     go_offline()
+    # the in-process stages run as in an API process: its share of the cores, idle threads asleep
+    share_cores(get_settings())
     scale = pick_scale(args.scale, args.data_dir)
     with (
         open_dataset(scale, data_dir=args.data_dir, reuse=True) as (url, corpus, meta),
@@ -215,6 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 token = make_token(url)
                 say(f"{len(questions)} turns through HTTP, one at a time")
                 http = run_async(measure_http(base, mock_base, token, questions))
+                say(f"{len(questions)} turns not streamed, for the API's Server-Timing")
+                api_stages = run_async(measure_api_stages(base, token, questions))
             finally:
                 hearth.stop()
             settings = get_settings(
@@ -236,6 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "search": {"top_k": settings.top_k, "candidates": settings.search_candidates},
         },
         "http": http,
+        "api_stages": api_stages,
         "stages": stages,
         "outside_stages_p50_ms": e2e - stages["sum_ms"]["p50"],
         "targets": {"request_to_backend_p50_le_40ms_no_rewrite": e2e <= TARGET_P50_MS},
@@ -244,12 +280,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     m, http, st = result["meta"], result["http"], result["stages"]
+    api = result["api_stages"]["stages_ms"]
     lines = [
         f"Hearth RAG turn benchmark: {m['chunks']:,} chunks ({m['data'].split(':')[0]}),"
         f" {m['questions']} questions one at a time, top_k {m['search']['top_k']},"
         f" {m['search']['candidates']} candidates a leg; {m['cpus']} CPUs",
         "",
-        "stage (called in this process, in turn order)",
+        "inside the API (Server-Timing of the same questions, not streamed: embed includes waiting"
+        " for the embedding thread; ground = rewrite + embed + search + prompt build; answer ="
+        " the backend and the answer's checks)",
+        *table(
+            ["", "p50 ms", "p95 ms"],
+            [[name, *fmt_ms(row, ("p50", "p95"))] for name, row in api.items()],
+            first=48,
+        ),
+        "",
+        "stage (called in this process, in turn order, as an API process runs them)",
     ]
     rows = [
         [STAGES[s], *fmt_ms(st["stages_ms"][s], ("p50", "p95")), f"{st['share_of_p50_sum'][s]:.0%}"]

@@ -11,7 +11,8 @@ the indexes after the load, then measures, at 1 and 8 concurrent clients:
   - Hearth's two-leg SQL alone (retrieval.hybrid.retrieve), its BM25 leg alone on the impact
     plan Hearth uses (bm25_postings, pruned) and on the exact plan it replaced (every chunk holding
     a query word scored), the whole search function with a
-    precomputed vector (retrieval.search.search: "search only"), the query embedding alone;
+    precomputed vector (retrieval.search.search: "search only"), the query embedding alone (on
+    the API's query-embedding thread, with an API process's share of the cores);
   - POST /v1/search (hybrid, k=10) on `hearth serve-api` with a real token and the real MiniLM
     (the query's embedding included: part of Hearth's cost), and where its time went inside the
     API, from each response's Server-Timing header (api.timing: auth, access, embed, search);
@@ -59,6 +60,7 @@ from .recall import (
     recall,
     search_params,
 )
+from .stages import server_timing, stage_summary
 from .synthetic import Query
 
 CONCURRENCY = (1, 8)
@@ -160,8 +162,12 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
         return call
 
     def embed(conns: list) -> Call:
+        from api.query_embedding import QueryEmbedder
+
+        queries = QueryEmbedder()  # the API's query-embedding thread (api.search.query_vector)
+
         async def call(w: int, q: Query) -> None:
-            await asyncio.to_thread(embedder.embed, [q.text])  # as api.search.run_search does
+            await queries.embed(embedder, q.text)
 
         return call
 
@@ -174,18 +180,6 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
         "search": search_only,
         "embed": embed,
     }
-
-
-def server_timing(header: str) -> dict[str, float]:
-    """`auth;dur=0.8, embed;dur=12.1` -> {"auth": 0.0008, "embed": 0.0121} (seconds)."""
-    out: dict[str, float] = {}
-    for item in header.split(","):
-        name, _, params = item.strip().partition(";")
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key == "dur" and name:
-                out[name] = float(value) / 1000
-    return out
 
 
 def http_target(
@@ -217,13 +211,6 @@ def http_target(
     return make
 
 
-def stage_summary(seen: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per stage, ms; a stage a request skipped (embed, on a cached vector) counts as 0 there."""
-    names = [n for n in SERVER_STAGES if any(n in s for s in seen)]
-    names += sorted({n for s in seen for n in s} - set(names))
-    return {n: summary([s.get(n, 0.0) for s in seen]) for n in names}
-
-
 async def measure_all(
     url: str,
     queries: Sequence[Query],
@@ -250,7 +237,7 @@ async def measure_all(
             await client.aclose()
     # one list per concurrency, in order; the last len(queries) of each are the measured ones
     for c, seen in zip(CONCURRENCY, stages, strict=True):
-        latency[str(c)]["http"]["server"] = stage_summary(seen[-len(queries) :])
+        latency[str(c)]["http"]["server"] = stage_summary(seen[-len(queries) :], SERVER_STAGES)
     return latency
 
 
@@ -300,13 +287,18 @@ async def lexical_overlap(url: str, queries: Sequence[Query]) -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cli.serve import share_cores
     from core.db import connect
     from core.embedder import load_embedder
     from core.offline import go_offline
+    from core.settings import get_settings
 
     from .harness import EMBED_MODEL
 
     go_offline()
+    # the query embedding row runs as in an API process: its share of the cores, idle threads
+    # asleep (before torch is imported, for the wait policy to hold)
+    share_cores(get_settings())
     with (
         open_dataset(args.scale, data_dir=args.data_dir, reuse=args.reuse) as (url, corpus, meta),
         tempfile.TemporaryDirectory(prefix="hearth-bench-search-") as tmp,

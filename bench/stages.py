@@ -1,14 +1,17 @@
-"""Timing the ingest pipeline's stages from outside: wrapped callables add up seconds per stage."""
+"""Timing stages: the ingest pipeline's from outside (wrapped callables add up seconds per stage),
+and the API's from its own Server-Timing headers (api.timing)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+
+from .harness import summary
 
 STAGES = ("parse", "chunk", "embed", "write", "other")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,3 +71,25 @@ def instrumented(stages: Stages) -> Iterator[None]:
     finally:
         setattr(pipeline, "chunk_elements", saved[0])  # noqa: B010
         setattr(index, "replace_chunks", saved[1])  # noqa: B010
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`auth;dur=0.8, embed;dur=12.1` -> {"auth": 0.0008, "embed": 0.0121} (seconds)."""
+    out: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                out[name] = float(value) / 1000
+    return out
+
+
+def stage_summary(
+    seen: Sequence[dict[str, float]], order: Iterable[str] = ()
+) -> dict[str, dict[str, float]]:
+    """Per stage, ms (bench.harness.summary), the `order` ones first; a stage a request skipped
+    (embed, on a cached vector) counts as 0 there."""
+    names = [n for n in order if any(n in s for s in seen)]
+    names += sorted({n for s in seen for n in s} - set(names))
+    return {n: summary([s.get(n, 0.0) for s in seen]) for n in names}

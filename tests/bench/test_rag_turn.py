@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.rag_turn import STAGES
+from bench.rag_turn import API_STAGES, STAGES
 
 
 def check_rag(result: dict[str, Any], chunks: int, questions: int) -> None:
@@ -17,6 +17,11 @@ def check_rag(result: dict[str, Any], chunks: int, questions: int) -> None:
         http = result["http"][kind]
         assert http["to_backend_ms"]["n"] == http["ttft_ms"]["n"] == questions
         assert 0 < http["to_backend_ms"]["p50"] <= http["ttft_ms"]["p50"]
+    api = result["api_stages"]  # the API's own Server-Timing, every question embedded
+    assert api["questions"] == questions
+    assert set(api["stages_ms"]) == set(API_STAGES)
+    assert all(row["n"] == questions for row in api["stages_ms"].values())
+    assert api["stages_ms"]["embed"]["p50"] > 0
     stages = result["stages"]
     assert set(stages["stages_ms"]) == set(STAGES)
     assert all(stages["stages_ms"][s]["n"] == questions for s in STAGES)
@@ -26,4 +31,4 @@ def check_rag(result: dict[str, Any], chunks: int, questions: int) -> None:
     assert set(result["targets"]) == {"request_to_backend_p50_le_40ms_no_rewrite"}
 
 
-RAG_PRINTS = ("query embedding", "request -> backend")
+RAG_PRINTS = ("query embedding", "request -> backend", "inside the API (Server-Timing")
