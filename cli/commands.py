@@ -170,6 +170,10 @@ def _celery(settings: Settings):
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     go_offline()
+    # idle OpenMP threads sleep rather than spin (read when torch is first imported, in the pool's
+    # children): a spinning embedder takes the cores from the API and PostgreSQL it shares them
+    # with (core.embedder.limit_threads); OMP_WAIT_POLICY, when set, is left as it is
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["DATABASE_URL"] = command_database_url(
         settings
     )  # the task processes read it from Settings
