@@ -40,14 +40,16 @@ async def _session_user(request: Request, state: State) -> User | None:
     if not session_id:
         return None
     async with state.pool.connection() as conn:
-        user = await sessions.session_user(conn, session_id)
-    if user is None:
+        found = await sessions.session_user(conn, session_id)
+    if found is None:
         raise APIError(
             401,
             "Session expired or signed out: sign in again.",
             code="invalid_session",
             headers=_CHALLENGE,
         )
+    user, digest = found
+    state.writer.seen(digest)  # its last sight, after the response (api.store.writer)
     if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
         raise APIError(
             403,

@@ -55,7 +55,8 @@ class AppState:
         )
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain function dependency on a thread, a hop per request
     state: AppState = request.app.state.hearth
     return state
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -36,19 +37,31 @@ async def create_session(
     return (session_id, row[0]) if row else None
 
 
-async def session_user(conn: psycopg.AsyncConnection, session_id: str) -> User | None:
-    """The user of a live session (not expired, token still valid, user not disabled), or None."""
+async def session_user(conn: psycopg.AsyncConnection, session_id: str) -> tuple[User, str] | None:
+    """The user of a live session (not expired, token still valid, user not disabled) and the
+    session's hash, or None. A read only: the session's last sight is recorded after the
+    response (`seen_cte`, api.store.writer)."""
+    digest = hash_token(session_id)
     cur = await conn.execute(
-        "UPDATE ui_sessions s SET last_seen_at = now() FROM users u, tokens t"
-        " WHERE s.session_hash = %s AND s.expires_at > now()"
-        " AND u.id = s.user_id AND NOT u.disabled"
-        " AND t.id = s.token_id AND t.revoked_at IS NULL"
-        " AND (t.expires_at IS NULL OR t.expires_at > now())"
-        " RETURNING u.id, u.name, u.role, t.id",
-        (hash_token(session_id),),
+        "SELECT u.id, u.name, u.role, t.id FROM ui_sessions s"
+        " JOIN users u ON u.id = s.user_id JOIN tokens t ON t.id = s.token_id"
+        " WHERE s.session_hash = %s AND s.expires_at > now() AND NOT u.disabled"
+        " AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+        (digest,),
     )
     row = await cur.fetchone()
-    return User(*row) if row else None  # limits count against the token it was opened with
+    # limits count against the token it was opened with
+    return (User(*row), digest) if row else None
+
+
+def seen_cte(session_hashes: list[str]) -> tuple[str, dict[str, Any]]:
+    """Recording that these sessions were used just now, as the CTE of a statement and its
+    parameters (api.store.writer joins it with other tables' writes)."""
+    cte = (
+        "seen AS (UPDATE ui_sessions SET last_seen_at = now()"
+        " WHERE session_hash = ANY(%(seen)s::text[]))"
+    )
+    return cte, {"seen": session_hashes}
 
 
 async def end_session(conn: psycopg.AsyncConnection, session_id: str) -> bool:

@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
 from workers import requestlog
 
-from . import accounts
+from . import accounts, sessions
 from .conversations import NewTurn, turns_ctes
 
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+
+
+class Uses(NamedTuple):
+    """Tokens (by id) and browser sessions (by hash) used since the last write."""
+
+    tokens: list[int]
+    sessions: list[str]
+
+
+NO_USES = Uses([], [])
 USED_WAIT_S = 0.5  # a token's last use waits this long at most for other writes to go with
 
 
@@ -38,6 +48,7 @@ class WriteBehind:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._logs: list[Row] = []
         self._used: set[int] = set()
+        self._seen: set[str] = set()
         self._turns: list[tuple[NewTurn, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -60,9 +71,17 @@ class WriteBehind:
     def used(self, token_id: int) -> None:
         """A token was used just now (its `last_used_at`): written with the request's log row,
         which follows, or on its own USED_WAIT_S later."""
+        self._wait_for_company()
+        self._used.add(token_id)
+
+    def seen(self, session_hash: str) -> None:
+        """A browser session was used just now (its `last_seen_at`), as `used`."""
+        self._wait_for_company()
+        self._seen.add(session_hash)
+
+    def _wait_for_company(self) -> None:
         if self._used_timer is None and self._wake is not None:
             self._used_timer = asyncio.get_running_loop().call_later(USED_WAIT_S, self._used_due)
-        self._used.add(token_id)
 
     def turn(self, turn: NewTurn) -> asyncio.Future[None]:
         """Store `turn`; the future is done when it is committed (or holds why it was not).
@@ -100,11 +119,11 @@ class WriteBehind:
             self._conn = None
 
     def _pending(self) -> bool:
-        return bool(self._logs or self._used or self._turns)
+        return bool(self._logs or self._used or self._seen or self._turns)
 
     def _due(self) -> bool:
-        """Whether there is something to write now (tokens' last use alone can wait)."""
-        return bool(self._logs or self._turns or (self._used and self._used_waited))
+        """Whether there is something to write now (a last use alone can wait)."""
+        return bool(self._logs or self._turns or (self._used_waited and self._pending()))
 
     def _used_due(self) -> None:
         self._used_waited, self._used_timer = True, None
@@ -138,14 +157,15 @@ class WriteBehind:
         while self._due() or (self._closing and self._pending()):
             logs, self._logs = self._logs, []
             used, self._used, self._used_waited = sorted(self._used), set(), False
+            seen, self._seen = sorted(self._seen), set()
             if self._used_timer is not None:
                 self._used_timer.cancel()
                 self._used_timer = None
             turns, self._turns = self._turns, []
-            await self._write(logs, used, turns)
+            await self._write(logs, Uses(used, seen), turns)
 
     async def _write(
-        self, logs: list[Row], used: list[int], turns: list[tuple[NewTurn, asyncio.Future[None]]]
+        self, logs: list[Row], used: Uses, turns: list[tuple[NewTurn, asyncio.Future[None]]]
     ) -> None:
         failed: dict[int, BaseException] = {}
         new = [t for t, _ in turns]
@@ -155,7 +175,10 @@ class WriteBehind:
             except psycopg.OperationalError:  # the connection went (a restart): once more
                 await self._execute(_statement(logs, used, new))
         except psycopg.Error as exc:
-            if self._conn is None or len(logs) + len(turns) + bool(used) == 1:
+            if (
+                self._conn is None
+                or len(logs) + len(turns) + bool(used.tokens or used.sessions) == 1
+            ):
                 failed = self._lost(exc, logs, turns)
             else:
                 failed = await self._one_by_one(logs, used, new)
@@ -183,27 +206,27 @@ class WriteBehind:
             raise
 
     async def _one_by_one(
-        self, logs: list[Row], used: list[int], turns: list[NewTurn]
+        self, logs: list[Row], used: Uses, turns: list[NewTurn]
     ) -> dict[int, BaseException]:
         """Each write as a statement of its own, after their batch failed: the bad one alone
         is lost. Returns the turns that failed, by index."""
         failed: dict[int, BaseException] = {}
         for i, turn in enumerate(turns):
             try:
-                await self._execute(_statement([], [], [turn]))
+                await self._execute(_statement([], NO_USES, [turn]))
             except psycopg.Error as exc:
                 log.warning("could not store a chat turn: %s", exc)
                 failed[i] = exc
         for row in logs:
             try:
-                await self._execute(_statement([row], [], []))
+                await self._execute(_statement([row], NO_USES, []))
             except psycopg.Error as exc:
                 log.warning("could not write the request log: %s", exc)
-        if used:
+        if used.tokens or used.sessions:
             try:
                 await self._execute(_statement([], used, []))
             except psycopg.Error as exc:
-                log.warning("could not record tokens' last use: %s", exc)
+                log.warning("could not record the last use of tokens and sessions: %s", exc)
         return failed
 
     @staticmethod
@@ -216,9 +239,7 @@ class WriteBehind:
         return dict.fromkeys(range(len(turns)), exc)
 
 
-def _statement(
-    logs: list[Row], used: list[int], turns: list[NewTurn]
-) -> tuple[str, dict[str, Any]]:
+def _statement(logs: list[Row], used: Uses, turns: list[NewTurn]) -> tuple[str, dict[str, Any]]:
     """One statement for the batch: each table's part as a CTE (only the parts it needs)."""
     ctes: list[str] = []
     params: dict[str, Any] = {}
@@ -230,8 +251,12 @@ def _statement(
         cte, values = requestlog.rows_cte(logs)
         ctes.append(cte)
         params.update(values)
-    if used:
-        cte, values = accounts.touch_cte(used)
+    if used.tokens:
+        cte, values = accounts.touch_cte(used.tokens)
+        ctes.append(cte)
+        params.update(values)
+    if used.sessions:
+        cte, values = sessions.seen_cte(used.sessions)
         ctes.append(cte)
         params.update(values)
     return "WITH " + ", ".join(ctes) + " SELECT 1", params

@@ -131,6 +131,38 @@ def test_what_arrives_together_is_one_transaction(db: psycopg.Connection, pg_url
     assert [r[1] for r in roles[::2]] == [f"q{i}" for i in range(10)]
 
 
+def test_last_use_of_tokens_and_sessions_is_recorded(db: psycopg.Connection, pg_url: str) -> None:
+    from api.store import sessions
+    from core.tokens import hash_token
+
+    ann = accounts.ensure_user(db, "ann")
+    token = accounts.issue_token(db, ann, "t")
+    db.commit()
+
+    async def work(writer: Any) -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            opened = await sessions.create_session(conn, token)
+            assert opened is not None
+            found = await sessions.session_user(conn, opened[0])
+        assert found is not None and found[1] == hash_token(opened[0])
+        token_id = db.execute("SELECT id FROM tokens").fetchone()
+        db.rollback()
+        assert token_id is not None
+        writer.used(token_id[0])
+        writer.seen(found[1])
+        # nothing else comes: they go on their own, a moment later (not at the writer's close)
+        deadline = time.monotonic() + 10
+        while not count(db, "SELECT count(*) FROM tokens WHERE last_used_at IS NOT NULL"):
+            assert time.monotonic() < deadline, "the token's last use was not written"
+            await asyncio.sleep(0.05)
+
+    db.execute("UPDATE ui_sessions SET last_seen_at = '2000-01-01'")
+    db.commit()
+    asyncio.run(with_writer(pg_url, work))
+    assert count(db, "SELECT count(*) FROM tokens WHERE last_used_at IS NOT NULL") == 1
+    assert count(db, "SELECT count(*) FROM ui_sessions WHERE last_seen_at > '2001-01-01'") == 1
+
+
 def test_turns_of_one_conversation_in_one_batch_keep_their_order(
     db: psycopg.Connection, pg_url: str
 ) -> None:
