@@ -27,9 +27,7 @@ import argparse
 import asyncio
 import json
 import re
-import signal
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +40,13 @@ from .e2e_llm import SERVED, default_model_dir, unavailable
 from .harness import (
     EMBED_MODEL,
     REPO,
+    bench_main,
     embedded_database,
     free_port,
     machine,
     make_token,
     now,
-    report,
+    run_script,
     say,
     start_hearth,
     table,
@@ -405,10 +404,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return report(run(args), render, args.json, if_available=args.if_available)
+    return bench_main(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    run_script(main)

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,13 +30,14 @@ import httpx
 from .harness import (
     EMBED_MODEL,
     REPO,
+    bench_main,
     embedded_database,
     first_errors,
     free_port,
     machine,
     make_token,
     now,
-    report,
+    run_script,
     say,
     start_hearth,
     summary,
@@ -307,10 +306,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return report(run(args), render, args.json, if_available=args.if_available)
+    return bench_main(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    run_script(main)

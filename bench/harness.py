@@ -4,6 +4,7 @@ database with a token."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -274,6 +275,24 @@ def report(
         return 0
     print(f"CPU vLLM not available: {result['reason']}", file=sys.stderr)
     return 0 if if_available else 2
+
+
+def bench_main(
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    argv: Sequence[str] | None,
+) -> int:
+    """A benchmark's `main`: parse its arguments, run it, `report` (with `--if-available` where
+    the benchmark has that flag)."""
+    args = parse_args(argv)
+    return report(run(args), render, args.json, if_available=getattr(args, "if_available", False))
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """A benchmark run as `python -m`: SIGTERM exits 143 through `finally`, so children stop."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())
 
 
 def fmt_ms(row: dict[str, float], keys: Sequence[str] = ("p50", "p95", "p99")) -> list[str]:

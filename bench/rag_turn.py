@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,11 +33,12 @@ import httpx
 
 from .dataset import default_dir, open_dataset, read_meta
 from .harness import (
+    bench_main,
     fmt_ms,
     machine,
     make_token,
     now,
-    report,
+    run_script,
     say,
     start_hearth,
     start_mock,
@@ -360,10 +359,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return report(run(args), render, args.json)
+    return bench_main(parse_args, run, render, argv)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    run_script(main)
