@@ -141,15 +141,11 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> User | None
     digest = hash_token(token)
     cur = await conn.execute(
         "UPDATE tokens t SET last_used_at = now() FROM users u"
-        " WHERE t.token_hash = %s AND u.id = t.user_id AND t.revoked_at IS NULL"
-        " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled"
+        f" WHERE u.id = t.user_id AND {_LIVE_TOKEN}"
         " RETURNING u.id, u.name, u.role, t.id, t.token_hash, t.frontend",
         (digest,),
     )
-    row = await cur.fetchone()
-    if row is None or not hmac.compare_digest(row[4], digest):
-        return None
-    return User(row[0], row[1], row[2], row[3], frontend=row[5])
+    return _user_of(await cur.fetchone(), digest)
 
 
 async def lookup(conn: psycopg.AsyncConnection, digest: str) -> tuple[User, datetime | None] | None:
@@ -159,15 +155,28 @@ async def lookup(conn: psycopg.AsyncConnection, digest: str) -> tuple[User, date
     digest is compared in constant time, as in `authenticate`."""
     cur = await conn.execute(
         "SELECT u.id, u.name, u.role, t.id, t.token_hash, t.frontend, t.expires_at"
-        " FROM tokens t JOIN users u ON u.id = t.user_id"
-        " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
-        " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled",
+        f" FROM tokens t JOIN users u ON u.id = t.user_id WHERE {_LIVE_TOKEN}",
         (digest,),
     )
     row = await cur.fetchone()
+    user = _user_of(row, digest)
+    return None if user is None or row is None else (user, row[6])
+
+
+# the token whose hash is the parameter, if it may be used: not revoked, not expired, and its
+# user not disabled (tokens t, users u)
+_LIVE_TOKEN = (
+    "t.token_hash = %s AND t.revoked_at IS NULL"
+    " AND (t.expires_at IS NULL OR t.expires_at > now()) AND NOT u.disabled"
+)
+
+
+def _user_of(row: tuple[Any, ...] | None, digest: str) -> User | None:
+    """The user of a row that starts (u.id, u.name, u.role, t.id, t.token_hash, t.frontend),
+    or None when there is none or its stored digest is not `digest` (compared in constant time)."""
     if row is None or not hmac.compare_digest(row[4], digest):
         return None
-    return User(row[0], row[1], row[2], row[3], frontend=row[5]), row[6]
+    return User(row[0], row[1], row[2], row[3], frontend=row[5])
 
 
 def touch_cte(token_ids: list[int]) -> tuple[str, dict[str, Any]]:
