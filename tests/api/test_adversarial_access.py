@@ -27,14 +27,6 @@ SECRET = "Household alarm code Quebec-5521 is in the hall cupboard."
 MARKER = "Quebec-5521"
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 class As:
     """One TestClient speaking as one user."""
 

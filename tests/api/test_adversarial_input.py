@@ -39,14 +39,6 @@ DEADLINE_S = 30.0  # a failure's timeout, never a duration under test
 BOILER = "The boiler error code E-4471 means the pressure sensor failed."
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def mock() -> Iterator[MockLLM]:
     with serve(MockLLM(model=BACKEND)) as m:

@@ -82,22 +82,6 @@ def test_a_sanitised_name_stays_in_its_folder(raw: str, tmp_path: Path) -> None:
 # --- the app ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def queue(broker: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis(unix_socket_path=str(broker.socket))
-    client.flushdb()
-    yield client
-    client.close()
-
-
 def queued_tasks(client: redis.Redis, queue: str = "interactive") -> list[tuple[str, list]]:  # type: ignore[type-arg]
     """(task name, args) of the messages waiting in a Celery queue, oldest first."""
     out = []

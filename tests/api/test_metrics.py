@@ -52,22 +52,6 @@ def mock() -> Iterator[MockLLM]:
         yield m
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def queues(broker: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis(unix_socket_path=str(broker.socket))
-    client.flushdb()
-    yield client
-    client.close()
-
-
 def ask(question: str, **extra: Any) -> dict[str, Any]:
     return {"model": "hearth", "messages": [{"role": "user", "content": question}], **extra}
 
@@ -183,7 +167,7 @@ def test_queue_depth_is_read_from_redis_and_tasks_carry_the_request_id(
     tokens: dict[str, str],
     mock: MockLLM,
     broker: EmbeddedRedis,
-    queues: redis.Redis,
+    queue: redis.Redis,
     tmp_path: Path,
 ) -> None:
     settings = get_settings(redis_url=broker.url)
@@ -207,7 +191,7 @@ def test_queue_depth_is_read_from_redis_and_tasks_carry_the_request_id(
         m = scrape(c, tokens["admin"])
     assert value(m, "hearth_ingest_queue_depth", queue="ingest") == 4
     assert value(m, "hearth_ingest_queue_depth", queue="interactive") == 1
-    [message] = queues.lrange(INTERACTIVE_QUEUE, 0, -1)  # type: ignore[misc]
+    [message] = queue.lrange(INTERACTIVE_QUEUE, 0, -1)  # type: ignore[misc]
     assert json.loads(message)["headers"]["request_id"] == "upload-42"
 
 
