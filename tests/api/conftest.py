@@ -1,5 +1,6 @@
 """Fixtures the API tests share: a real (embedded) Redis as the Celery broker the app queues
-uploads and ingestion on, one per test module, and a client to it emptied for each test."""
+uploads and ingestion on, one per test module, and a client to it emptied for each test; a
+scripted LLM backend on a real socket (a module wanting another script defines its own `mock`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from core.embedded import EmbeddedRedis
+from tests.mock_llm import MockLLM, serve
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +28,9 @@ def queue(broker: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def mock() -> Iterator[MockLLM]:
+    with serve(MockLLM()) as m:
+        yield m

@@ -5,7 +5,6 @@ becomes the "not covered" answer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,18 +14,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from api.answercheck import NOT_FOUND_MARK
 from api.chat import NOT_COVERED
 from tests.api.test_chat_api import ask, client, seed, sse_events
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
     return seed(db)
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 SUPPORTED = "The boiler error code E-4471 means the pressure sensor failed [1]."

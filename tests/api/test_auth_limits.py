@@ -23,16 +23,10 @@ from core.embedded import EmbeddedRedis
 from core.settings import get_settings
 from tests.conftest import free_port
 from tests.factories import HashEmbedder
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 EMB = HashEmbedder()
 PLAIN = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -55,12 +54,6 @@ def seed(db: psycopg.Connection) -> str:
     token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"), "test")
     db.commit()
     return token
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def client(pg_url: str, token: str, mock: MockLLM, **settings: Any) -> TestClient:

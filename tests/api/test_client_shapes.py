@@ -21,7 +21,7 @@ from api.store import accounts
 from retrieval import index
 from tests.api.test_chat_api import EMB, client, seed, sse_events
 from tests.factories import make_document
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 ANSWER = "The boiler error code E-4471 means the pressure sensor failed [1]."
 FOOTED = (
@@ -45,12 +45,6 @@ OPENWEBUI_TOOLS = [
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
     return seed(db)
-
-
-@pytest.fixture
-def mock() -> Any:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def openwebui_events(body: str) -> list[dict[str, Any]]:

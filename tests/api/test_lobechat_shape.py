@@ -29,7 +29,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.api.test_chat_api import client, seed, sse_events
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lobechat" / "chat-request.json"
 MARKER = re.compile(r"\[(\d+)\]")
@@ -38,12 +38,6 @@ MARKER = re.compile(r"\[(\d+)\]")
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
     return seed(db)
-
-
-@pytest.fixture
-def mock() -> Any:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def lobechat_reads(body: str) -> tuple[str, list[dict[str, str]] | None]:

@@ -5,7 +5,6 @@ scraped, who may scrape, and liveness against readiness while the backend is dow
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from core.settings import get_settings
 from retrieval import index
 from tests.e2e.stack import llm_model_dir
 from tests.factories import HashEmbedder, make_document
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 from workers.celery_app import INGEST_QUEUE, INTERACTIVE_QUEUE, TASK_INGEST, create_celery
 
 EMB = HashEmbedder()
@@ -44,12 +43,6 @@ def tokens(db: psycopg.Connection) -> dict[str, str]:
     user = accounts.issue_token(db, accounts.ensure_user(db, "ann"), "ann")
     db.commit()
     return {"admin": admin, "user": user}
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def ask(question: str, **extra: Any) -> dict[str, Any]:

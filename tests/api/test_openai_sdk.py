@@ -23,7 +23,7 @@ from openai.types.shared import ErrorObject
 from api.store import accounts
 from tests.api.test_chat_api import ask, client, seed, sse_events
 from tests.conftest import free_port
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What does E-4471 mean?"}]
 
@@ -31,12 +31,6 @@ QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What 
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
     return seed(db)
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def sdk(c: TestClient, token: str) -> openai.OpenAI:

@@ -21,7 +21,7 @@ from core.settings import get_settings
 from retrieval import index
 from tests.e2e.stack import llm_model_dir
 from tests.factories import make_document
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 ENTRY = re.compile(r"^([a-z][a-z-]*);dur=(\d+\.\d)$")
 SEARCH_STAGES = {"auth", "access", "embed", "embed-model", "search", "total"}
@@ -63,12 +63,6 @@ def seeded(db: psycopg.Connection, embedder: Any) -> tuple[str, str]:
     other = accounts.issue_token(db, accounts.ensure_user(db, "bob", "user"), "test")
     db.commit()
     return admin, other
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 @pytest.fixture

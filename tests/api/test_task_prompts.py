@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.api.test_chat_api import client, seed, sse_events
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 # Open WebUI's DEFAULT_TITLE_GENERATION_PROMPT_TEMPLATE (backend/open_webui/config.py), filled in
 TITLE_TASK = """### Task:
@@ -46,12 +46,6 @@ TITLE_JSON = '{ "title": "🔧 Boiler Error E-4471" }'
 @pytest.fixture
 def token(db: psycopg.Connection) -> str:
     return seed(db)
-
-
-@pytest.fixture
-def mock() -> Any:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def conversations(db: psycopg.Connection) -> int:

@@ -7,7 +7,6 @@ who keeps using a token after it was taken away."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,16 +22,10 @@ from core.settings import get_settings
 from core.tokens import hash_token
 from tests.conftest import run_hearth, serve_app
 from tests.factories import HashEmbedder
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 EMB = HashEmbedder()
 PLAIN = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def app_for(pg_url: str, mock: MockLLM, **kw: Any) -> Any:

@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from api.app import create_app
 from api.store import accounts
 from core.settings import get_settings
 from tests.conftest import serve_app
 from tests.factories import HashEmbedder
-from tests.mock_llm import MockLLM, serve
+from tests.mock_llm import MockLLM
 
 EMB = HashEmbedder()
-
-
-@pytest.fixture
-def mock() -> Iterator[MockLLM]:
-    with serve(MockLLM()) as m:
-        yield m
 
 
 def until(check: Any, deadline_s: float, what: str) -> None:
