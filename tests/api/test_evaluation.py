@@ -7,6 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,15 +86,19 @@ def test_the_cache_embeds_each_text_once(tmp_path: Path) -> None:
 def test_a_whole_run_on_a_tiny_dataset(tmp_path: Path) -> None:
     data = beir.load(write_beir(tmp_path / "tiny"))
     settings = get_settings()
-    report = run_eval(
-        data,
-        settings,
-        HashEmbedder(),
-        cache_path=tmp_path / "cache.sqlite",
-        db_dir=tmp_path / "db",
-        with_api=False,
-        say=lambda _: None,
-    )
+
+    def run() -> dict[str, Any]:
+        return run_eval(
+            data,
+            settings,
+            HashEmbedder(),
+            cache_path=tmp_path / "cache.sqlite",
+            db_dir=tmp_path / "db",
+            with_api=False,
+            say=lambda _: None,
+        )
+
+    report = run()
     assert list(report["modes"]) == [m.name for m in MODES]
     assert report["documents"] == 5 and report["queries"] == 3 and report["chunks"] == 5
     lexical = report["modes"]["lexical"]
@@ -101,15 +106,7 @@ def test_a_whole_run_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert "stand-in" in report["reranker"]
     assert "hybrid-rrf" in format_table(report)
     # a second run on the kept database re-indexes nothing and embeds nothing new
-    again = run_eval(
-        data,
-        settings,
-        HashEmbedder(),
-        cache_path=tmp_path / "cache.sqlite",
-        db_dir=tmp_path / "db",
-        with_api=False,
-        say=lambda _: None,
-    )
+    again = run()
     assert again["embedding_cache"]["misses"] == 0
     for name in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
         assert again["modes"]["lexical"][name] == lexical[name]

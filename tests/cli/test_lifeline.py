@@ -73,13 +73,11 @@ CHILD = """
 """
 
 
-def test_a_child_stops_when_its_supervisor_is_gone(procs: list) -> None:  # type: ignore[type-arg]
-    """EOF on the lifeline (the write end's only holder closed it, as a dead supervisor does):
-    the child gets SIGTERM and stops cleanly through its own handler."""
+def _watching_child(
+    on_term: str, procs: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], Lifeline]:
+    """A CHILD handling SIGTERM with `on_term`, watching its lifeline (it said so)."""
     line = Lifeline()
-    on_term = (
-        "signal.signal(signal.SIGTERM, lambda *_: (print('clean stop', flush=True), sys.exit(0)))"
-    )
     child = _python(
         CHILD.format(on_term=on_term),
         procs,
@@ -88,6 +86,17 @@ def test_a_child_stops_when_its_supervisor_is_gone(procs: list) -> None:  # type
     )
     assert child.stdout is not None
     assert child.stdout.readline() == b"watching\n"
+    return child, line
+
+
+def test_a_child_stops_when_its_supervisor_is_gone(procs: list) -> None:  # type: ignore[type-arg]
+    """EOF on the lifeline (the write end's only holder closed it, as a dead supervisor does):
+    the child gets SIGTERM and stops cleanly through its own handler."""
+    on_term = (
+        "signal.signal(signal.SIGTERM, lambda *_: (print('clean stop', flush=True), sys.exit(0)))"
+    )
+    child, line = _watching_child(on_term, procs)
+    assert child.stdout is not None
     os.close(line.write_fd)
     assert child.wait(30) == 0
     assert child.stdout.read() == b"clean stop\n"
@@ -95,16 +104,7 @@ def test_a_child_stops_when_its_supervisor_is_gone(procs: list) -> None:  # type
 
 
 def test_a_child_that_ignores_sigterm_is_ended_after_the_grace(procs: list) -> None:  # type: ignore[type-arg]
-    line = Lifeline()
-    on_term = "signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-    child = _python(
-        CHILD.format(on_term=on_term),
-        procs,
-        env={**os.environ, **line.child_env()},
-        pass_fds=line.pass_fds,
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline() == b"watching\n"
+    child, line = _watching_child("signal.signal(signal.SIGTERM, signal.SIG_IGN)", procs)
     os.close(line.write_fd)
     assert child.wait(30) == 1  # the hard exit after grace_s
     os.close(line.read_fd)
