@@ -76,3 +76,20 @@ def make_cross_encoder(folder: Path) -> Path:
     )
     model.save(str(folder))
     return folder
+
+
+def heat_pump_pdf(path: Path) -> None:
+    """A two-page PDF manual (a bold heading, then a fact on each page) for the end-to-end tests."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("Helvetica-Bold", 16)
+    c.drawString(72, 770, "Heat pump maintenance")
+    c.setFont("Helvetica", 11)
+    c.drawString(72, 740, "This manual covers the Daikin Altherma heat pump in the boiler room.")
+    c.showPage()
+    c.setFont("Helvetica", 11)
+    c.drawString(72, 770, "The heat pump air filter must be cleaned every six weeks.")
+    c.drawString(72, 755, "A clogged filter raises the electricity bill of the heat pump.")
+    c.save()

@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from tests.factories import heat_pump_pdf
+
 from .stack import Stack, start_stack
 
 pytestmark = pytest.mark.slow
@@ -23,27 +25,11 @@ It produces 7.2 kilowatts at peak and feeds a battery in the cellar.
 """
 
 
-def make_pdf(path: Path) -> None:
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-
-    c = canvas.Canvas(str(path), pagesize=A4)
-    c.setFont("Helvetica-Bold", 16)
-    c.drawString(72, 770, "Heat pump maintenance")
-    c.setFont("Helvetica", 11)
-    c.drawString(72, 740, "This manual covers the Daikin Altherma heat pump in the boiler room.")
-    c.showPage()
-    c.setFont("Helvetica", 11)
-    c.drawString(72, 770, "The heat pump air filter must be cleaned every six weeks.")
-    c.drawString(72, 755, "A clogged filter raises the electricity bill of the heat pump.")
-    c.save()
-
-
 @pytest.fixture(scope="module")
 def indexed(stack: Stack) -> Stack:
     stack.watch_dir.mkdir(parents=True, exist_ok=True)
     (stack.watch_dir / "solar.md").write_text(SOLAR_MD)
-    make_pdf(stack.watch_dir / "pump.pdf")
+    heat_pump_pdf(stack.watch_dir / "pump.pdf")
     for name in ("solar.md", "pump.pdf"):  # other modules may add files to the same stack
         stack.wait_for_file(name)
     return stack

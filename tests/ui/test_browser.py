@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from tests.e2e.stack import REPO, Stack
+from tests.factories import heat_pump_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -50,22 +51,6 @@ HOSTILE_ANSWER = """The **pantry** code is 4471 [1].
 <details open ontoggle="window.__xss=1">x</details>
 """
 HOSTILE = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
-
-
-def make_pdf(path: Path) -> None:
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-
-    c = canvas.Canvas(str(path), pagesize=A4)
-    c.setFont("Helvetica-Bold", 16)
-    c.drawString(72, 770, "Heat pump maintenance")
-    c.setFont("Helvetica", 11)
-    c.drawString(72, 740, "This manual covers the Daikin Altherma heat pump in the boiler room.")
-    c.showPage()
-    c.setFont("Helvetica", 11)
-    c.drawString(72, 770, "The heat pump air filter must be cleaned every six weeks.")
-    c.drawString(72, 755, "A clogged filter raises the electricity bill of the heat pump.")
-    c.save()
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +223,7 @@ def test_upload_ask_cite_reload_and_sign_out(
     page.locator("#tab-docs").click()
     page.locator("#upload-collection").fill("manuals")
     pdf = tmp_path / "pump-manual.pdf"
-    make_pdf(pdf)
+    heat_pump_pdf(pdf)
     upload_with_picker(page, pdf.name, pdf.read_bytes(), "application/pdf")
     upload_row = page.locator(".upload-item").filter(has_text=pdf.name)
     expect(upload_row).to_have_attribute("data-state", "done")
