@@ -6,7 +6,8 @@ response starts, so the usual failures (backend down, prompt too long) are JSON 
 right status. When they take longer, the stream starts with SSE comments as keep-alives (proxies
 and clients would otherwise time out), and a later failure is an error event before `[DONE]`.
 A client that goes away closes the backend stream, which makes vLLM abort the request (and the
-turn is not stored).
+turn is not stored); once the answer is whole (`[DONE]` sent), its turn is stored even if the
+client leaves meanwhile (api.store.writer), and the stream ends when it is.
 
 Plain chat (no retrieval) relays the backend's bytes as they come, a read at a time (api.sse),
 and adds only its own `[DONE]` (the conversation's id is in the X-Conversation-Id header). A
@@ -72,8 +73,7 @@ async def _start(state: Services, turn: Turn) -> Started:
 
 async def respond(state: Services, turn: Turn, headers: dict[str, str]) -> StreamingResponse:
     task = asyncio.create_task(_start(state, turn))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), state.settings.stream_keepalive_s)
+    await asyncio.wait((task,), timeout=state.settings.stream_keepalive_s)  # never cancels it
     if task.done():
         first, upstream = task.result()  # an APIError here is a JSON error response
         body = _relay(state, turn, first, upstream)
@@ -93,8 +93,7 @@ async def _after_keepalives(
     try:
         while not task.done():
             yield KEEPALIVE
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), state.settings.stream_keepalive_s)
+            await asyncio.wait((task,), timeout=state.settings.stream_keepalive_s)
         try:
             first, upstream = task.result()
         except APIError as exc:
@@ -131,15 +130,22 @@ async def _passthrough(
     usage: dict[str, Any] | None = None
     failed: LLMError | None = None
     timed = False
-    try:
-        async for block in _chain(first, upstream):
-            if block.content and not timed:
-                state.metrics.ttft.observe(time.perf_counter() - turn.started)
-                timed = True
-            usage = block.usage or usage
-            said += block.data
-            if block.raw:
-                yield block.raw
+
+    def take(block: Block) -> bytes:
+        nonlocal usage, timed
+        if block.content and not timed:
+            state.metrics.ttft.observe(time.perf_counter() - turn.started)
+            timed = True
+        usage = block.usage or usage
+        said.extend(block.data)
+        return block.raw
+
+    try:  # no generator in between (_chain): this runs once per read of the backend
+        if first is not None and (raw := take(first)):
+            yield raw
+        async for block in upstream:
+            if raw := take(block):
+                yield raw
     except LLMError as exc:  # the backend failed mid-answer: what was said is kept (below)
         state.metrics.llm_error(exc)
         failed = exc
