@@ -56,7 +56,8 @@ def seed(db: psycopg.Connection) -> str:
     return token
 
 
-def client(pg_url: str, token: str, mock: MockLLM, **settings: Any) -> TestClient:
+def client(pg_url: str, token: str | None, mock: MockLLM, **settings: Any) -> TestClient:
+    """The app on `pg_url` and the scripted backend, speaking as `token` (None: anonymous)."""
     base: dict[str, Any] = {
         "database_url": pg_url,
         "llm_base_url": mock.url,
@@ -65,7 +66,8 @@ def client(pg_url: str, token: str, mock: MockLLM, **settings: Any) -> TestClien
         "relevance_threshold": 0.05,
     }
     s = get_settings(**{**base, **settings})
-    return TestClient(create_app(s, embedder=EMB), headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return TestClient(create_app(s, embedder=EMB), headers=headers)
 
 
 def ask(question: str, model: str = "hearth", **extra: Any) -> dict[str, Any]:

@@ -14,14 +14,13 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
 from api.routes import health
 from api.store import accounts
 from core.embedded import EmbeddedRedis
 from core.migrate import Migration
 from core.settings import get_settings
 from retrieval import index
-from tests.e2e.stack import llm_model_dir
+from tests.api.test_chat_api import client as chat_client
 from tests.factories import HashEmbedder, make_document
 from tests.mock_llm import MockLLM
 from workers.celery_app import INGEST_QUEUE, INTERACTIVE_QUEUE, TASK_INGEST, create_celery
@@ -50,17 +49,7 @@ def ask(question: str, **extra: Any) -> dict[str, Any]:
 
 
 def client(pg_url: str, mock: MockLLM, token: str | None = None, **settings: Any) -> TestClient:
-    base: dict[str, Any] = {
-        "database_url": pg_url,
-        "llm_base_url": mock.url,
-        "llm_model": "mock",
-        "llm_tokenizer": llm_model_dir(),
-        "relevance_threshold": 0.05,
-        "query_rewrite": False,
-    }
-    app = create_app(get_settings(**{**base, **settings}), embedder=EMB)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return TestClient(app, headers=headers)
+    return chat_client(pg_url, token, mock, **{"query_rewrite": False, **settings})
 
 
 def scrape(c: TestClient, token: str | None = None) -> dict[tuple[str, frozenset[Any]], float]:
