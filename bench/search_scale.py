@@ -306,7 +306,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queries = corpus.queries(max(args.queries, args.recall_queries))
         params = search_params(url)
         say(f"recall@10 on {args.recall_queries} queries (exact search is a sequential scan)")
-        rec = measure_recall(url, queries[: args.recall_queries], params, args.ef_search)
+        rec = measure_recall(
+            url,
+            queries[: args.recall_queries],
+            params,
+            args.ef_search,
+            cache=Path(meta["dir"]) / "exact-top10.json",
+        )
         exact = rec.pop("_exact")
         say(f"the plain HNSW query's latency at ef_search {rec['vector_by_ef']}")
         rec["floor_by_ef"] = floor_latency_by_ef(url, queries[: args.queries], args.ef_search)

