@@ -15,9 +15,14 @@ Stages (milliseconds; a stage includes taking its pooled database connection):
   answer       a non-streamed chat turn's backend call and answer checks, storing the turn
   total        from the authentication's start to the header (the JSON body is encoded after)
 
-Only durations, under these fixed names, and only on a successful response: the routes add the
-header after their work succeeded, and every error is answered by api.errors without it, so a
-refusal's timing says no more than its status (nothing of other users' data).
+Only durations, under these fixed names, only on a successful response, and only to an admin:
+the routes add the header after their work succeeded, every error is answered by api.errors
+without it, and a user who is not an admin never gets it. A stage's duration measured inside the
+server, free of the network's noise, depends on more than the caller's own documents (the dense
+leg's HNSW walk passes over every collection's vectors and filters them), so it would be a
+side channel on what others hold (tests/api/test_adversarial_bm25.py compares every byte a user
+receives before and after another user's private writes). Admins, who operate the server and
+can read its metrics, get it; so do the benchmarks, whose tokens are admins'.
 """
 
 from __future__ import annotations
@@ -83,6 +88,13 @@ async def timed_user(request: Request, state: State) -> User:
 
 
 TimedUser = Annotated[User, Depends(timed_user)]
+
+
+def header_for(user: User) -> dict[str, str]:
+    """The request's Server-Timing header for `user`: an admin's only (see the module's doc)."""
+    if user.role != "admin":
+        return {}
+    return {HEADER: current().header()}
 
 
 def log_stages(what: str) -> None:

@@ -83,7 +83,7 @@ async def chat_completions(
         await chat.ground(state, turn)
     with timings.stage("answer"):
         answer = await chat.complete(state, turn)
-    return JSONResponse(answer, headers={**headers, timing.HEADER: timings.header()})
+    return JSONResponse(answer, headers={**headers, **timing.header_for(user)})
 
 
 async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> AsyncIterator[Any]:

@@ -11,6 +11,7 @@ Real app, real PostgreSQL, the packaged embedder, a real cross-encoder for the r
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,8 +80,12 @@ def transcript(r: Any) -> bytes:
     change on every call and depend on no document: a completion's id (`chatcmpl-<random>`), its
     `created` time, and the id of the conversation each chat request opens (X-Conversation-Id and
     the body's `conversation_id`). Each is replaced where it occurs, so everything around it is
-    still compared. The Date header is the only header left out."""
+    still compared. The Date header is the only header left out. A stream's text is compared
+    whole, not how it was cut into events: where the cuts fall depends on when the backend's tokens
+    arrived (the relay sends what arrived together as one event), not on any document."""
     body: bytes = r.content
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        body = _uncut(body)
     swaps: list[tuple[bytes, bytes]] = []
     cid = r.headers.get("x-conversation-id")
     if cid:
@@ -94,6 +99,26 @@ def transcript(r: Any) -> bytes:
     for old, new in swaps:
         out = out.replace(old, new)
     return _CREATED.sub(b'"created":0', out)
+
+
+def _uncut(body: bytes) -> bytes:
+    """A stream's events with its text deltas joined: each event with its `content` taken out
+    (runs of events left alike by that become one), then the whole text. Every other byte of
+    every event stays compared."""
+    skeletons: list[bytes] = []
+    text: list[str] = []
+    for line in body.split(b"\n"):
+        event = line
+        if line.startswith(b"data: {"):
+            parsed = json.loads(line[6:])
+            for choice in parsed.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if isinstance(delta.get("content"), str):
+                    text.append(delta.pop("content"))
+            event = b"data: " + json.dumps(parsed, sort_keys=True).encode()
+        if event.strip() and (not skeletons or skeletons[-1] != event):
+            skeletons.append(event)
+    return b"\n".join(skeletons) + b"\n\ntext: " + "".join(text).encode()
 
 
 def everything(ann: dict[str, As]) -> dict[str, bytes]:

@@ -125,10 +125,11 @@ def test_no_timing_for_a_refused_or_failed_request(
     assert [r.status_code for r in refusals] == [401, 401, 401, 422, 422, 400, 400, 404]
     for resp in refusals:
         assert "server-timing" not in resp.headers, (resp.status_code, resp.text)
-    # a user who reads nothing gets an empty answer, timed like anyone's: their own request
+    # a user who is not an admin gets no timing even on a success: the dense leg's time inside
+    # the server depends on other collections' vectors too (api.timing)
     empty = client.post("/v1/search", json=query, headers=bearer(other))
     assert empty.status_code == 200 and empty.json()["data"] == []
-    assert set(stages(empty.headers["Server-Timing"])) <= SEARCH_STAGES
+    assert "server-timing" not in empty.headers
     sneaky = {"query": 'x;dur=1, admin;desc="secret", total;dur=0'}
     resp = client.post("/v1/search", json=sneaky, headers=bearer(admin))
     assert set(stages(resp.headers["Server-Timing"])) == SEARCH_STAGES
