@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,13 @@ def heat_pump_pdf(path: Path) -> None:
     c.drawString(72, 770, "The heat pump air filter must be cleaned every six weeks.")
     c.drawString(72, 755, "A clogged filter raises the electricity bill of the heat pump.")
     c.save()
+
+
+def until(check: Callable[[], object], deadline_s: float, what: str) -> float:
+    """Wait until `check()` is true; the seconds it took. Fails loudly at the deadline."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > deadline_s:
+            raise AssertionError(f"not within {deadline_s} s: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start

@@ -21,7 +21,7 @@ from api.store.accounts import User
 from core.settings import get_settings
 from core.tokens import hash_token
 from tests.conftest import run_hearth, serve_app
-from tests.factories import HashEmbedder
+from tests.factories import HashEmbedder, until
 from tests.mock_llm import MockLLM
 
 EMB = HashEmbedder()
@@ -35,16 +35,6 @@ def app_for(pg_url: str, mock: MockLLM, **kw: Any) -> Any:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def until(check: Any, deadline_s: float, what: str) -> float:
-    """Wait until `check()` is true; the seconds it took. Fails loudly at the deadline."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > deadline_s:
-            raise AssertionError(f"not within {deadline_s} s: {what}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def status(client: Any, token: str) -> int:

@@ -16,18 +16,10 @@ from api.app import create_app
 from api.store import accounts
 from core.settings import get_settings
 from tests.conftest import serve_app
-from tests.factories import HashEmbedder
+from tests.factories import HashEmbedder, until
 from tests.mock_llm import MockLLM
 
 EMB = HashEmbedder()
-
-
-def until(check: Any, deadline_s: float, what: str) -> None:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > deadline_s:
-            raise AssertionError(f"not within {deadline_s} s: {what}")
-        time.sleep(0.05)
 
 
 def log_row(route: str, user_id: int | None = None) -> tuple[Any, ...]:
