@@ -462,18 +462,22 @@ class LLMClient:
                     # a response left unread closes its connection instead of keeping it
                     async for received in resp.aiter_bytes():
                         self._progress(backend)
+                        failed: ErrorEvent | None = None
                         try:
                             block = scan.feed(received)
-                        except (BrokenEvent, ErrorEvent) as exc:
+                        except BrokenEvent as exc:
                             self._stream_error(backend, exc, resp.status_code)
-                        if block is None:
-                            continue
-                        if block.content and first is None:
-                            first = time.monotonic()
-                        if not sent:
-                            backend.mark_up()
-                        sent = True
-                        yield block
+                        except ErrorEvent as exc:  # what came before it in this read goes first
+                            failed, block = exc, exc.before
+                        if block is not None:
+                            if block.content and first is None:
+                                first = time.monotonic()
+                            if not sent:
+                                backend.mark_up()
+                            sent = True
+                            yield block
+                        if failed is not None:
+                            self._stream_error(backend, failed, resp.status_code)
                     try:
                         scan.end()
                     except BrokenEvent as exc:

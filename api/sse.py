@@ -28,9 +28,10 @@ class BrokenEvent(ValueError):
 class ErrorEvent(Exception):
     """An error event in the stream (llama.cpp's and vLLM's way after the first token)."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], before: Block | None = None) -> None:
         super().__init__(body)
         self.body = body
+        self.before = before  # the lines that came before it in the same read
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Scanner:
                 if b'"error"' in data:
                     chunk = parse(data)
                     if "error" in chunk and not chunk.get("choices"):
-                        raise ErrorEvent(chunk)
+                        raise ErrorEvent(chunk, _cut(block, raw[:pos], drop))
                 if _FINISHED.search(data):
                     self.finished = True
                 if _CONTENT.search(data):
@@ -119,15 +120,21 @@ class Scanner:
                         continue
                 block.data.append(data)
             pos = end
-        if drop:
-            kept, at = [], 0
-            for start, stop in drop:
-                kept.append(raw[at:start])
-                at = stop
-            kept.append(raw[at:])
-            block.raw = b"".join(kept)
-            if not block.raw.strip():
-                block.raw = b""
-        if not block.raw and not block.data and block.usage is None:
-            return None
-        return block
+        return _cut(block, raw, drop)
+
+
+def _cut(block: Block, raw: bytes, drop: list[tuple[int, int]]) -> Block | None:
+    """`block` with `raw` for its lines, less the spans in `drop`; None when nothing is left."""
+    block.raw = raw
+    if drop:
+        kept, at = [], 0
+        for start, stop in drop:
+            kept.append(raw[at:start])
+            at = stop
+        kept.append(raw[at:])
+        block.raw = b"".join(kept)
+        if not block.raw.strip():
+            block.raw = b""
+    if not block.raw and not block.data and block.usage is None:
+        return None
+    return block
