@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from core.db import async_pool
-from core.embedder import Embedder, embedder_for
+from core.embedder import Embedder, query_embedder_for
 from core.offline import go_offline
 from core.settings import Settings, redis_client_url
 from retrieval import collections
@@ -63,12 +63,16 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         go_offline()
         # the prompt tokenizer, loaded before the first chat: loading holds the GIL (~0.6 s)
         await asyncio.to_thread(load_counter, settings.tokenizer_file)
+        # questions are embedded on QUERY_EMBED_BACKEND (ONNX by default: the same model, half
+        # the time per question; core.embedder.query_backend)
         loaded: Embedder = (
-            embedder if embedder is not None else await asyncio.to_thread(embedder_for, settings)
+            embedder
+            if embedder is not None
+            else await asyncio.to_thread(query_embedder_for, settings)
         )
         await warm_up(loaded)  # the model's first call is slow: not the first question's wait
         # follows the index's model: `hearth reindex` may switch it while the API runs
-        emb = IndexEmbedder(loaded, functools.partial(embedder_for, settings))
+        emb = IndexEmbedder(loaded, functools.partial(query_embedder_for, settings))
         pool = async_pool(database_url)
         await pool.open(wait=True, timeout=30)
         # before the first request: nobody may take `default` or a watched root's name first

@@ -136,6 +136,31 @@ async def warm_up(embedder: Embedder) -> None:
     await _QUERIES.embed(embedder, "warm")
 
 
+class EarlyVector:
+    """A query's embedding started before the search is ready to use it, so that it overlaps
+    what a route does first (POST /v1/search: the caller's readable collections): the model is
+    busy about 15 ms on one short question, and the access look-up need not wait for it."""
+
+    def __init__(self, embedder: Embedder, query: str) -> None:
+        following = embedder if isinstance(embedder, IndexEmbedder) else None
+        self.model: Embedder = following.current if following else embedder  # one per query
+        self.query = query
+        self.task: asyncio.Task[np.ndarray] = asyncio.ensure_future(query_vector(self.model, query))
+
+    def close(self) -> None:
+        """Done with it, used or not (the request failed before its search): a pending
+        embedding is cancelled, a failed one's error counts as seen (no "never retrieved" log)."""
+        if not self.task.done():
+            self.task.cancel()
+        elif not self.task.cancelled():
+            self.task.exception()
+
+
+def early_vector(embedder: Embedder, req: SearchRequest) -> EarlyVector | None:
+    """`req`'s query embedding, started now; None for a lexical search (no vector needed)."""
+    return None if req.mode == "lexical" else EarlyVector(embedder, req.query)
+
+
 async def run_search(
     pool: AsyncConnectionPool,
     embedder: Embedder,
@@ -143,9 +168,26 @@ async def run_search(
     req: SearchRequest,
     *,
     readable: tuple[str, ...] | None = None,
+    early: EarlyVector | None = None,
 ) -> list[Passage]:
     """The passages for `req`. `readable` (access control, a later issue) limits the search to
-    those collections, inside the SQL of both legs."""
+    those collections, inside the SQL of both legs. `early`: `req`'s embedding, started by the
+    caller (early_vector); it is awaited, or cancelled when the search fails first."""
+    try:
+        return await _run_search(pool, embedder, settings, req, readable, early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+async def _run_search(
+    pool: AsyncConnectionPool,
+    embedder: Embedder,
+    settings: Settings,
+    req: SearchRequest,
+    readable: tuple[str, ...] | None,
+    early: EarlyVector | None,
+) -> list[Passage]:
     filt = req.filters.to_filter() if req.filters else SearchFilter()
     if readable is not None:
         filt = filt.restricted_to(readable)
@@ -154,10 +196,14 @@ async def run_search(
     )
     reranker = await _reranker(settings, req.rerank)
     following = embedder if isinstance(embedder, IndexEmbedder) else None
-    used = following.current if following else embedder  # one model per query
     vector = None
-    if req.mode != "lexical":
-        vector = await query_vector(used, req.query)
+    if early is not None and early.query == req.query:
+        used = early.model
+        vector = await early.task
+    else:
+        used = following.current if following else embedder  # one model per query
+        if req.mode != "lexical":
+            vector = await query_vector(used, req.query)
     try:
         with timing.current().stage("search"):
             async with pool.connection() as conn:

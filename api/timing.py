@@ -4,7 +4,8 @@ line at the end of a streamed one.
 
 Stages (milliseconds; a stage includes taking its pooled database connection):
   auth         the caller's token, session or proxy header checked (api.auth), rate limit
-  access       the collections the caller may read (/v1/search)
+  access       the collections the caller may read (/v1/search; it runs while the query
+               embeds, so `access` and `embed` overlap)
   open         a chat turn opened: readable collections, model, conversation (api.chat)
   embed        the query embedding as the request waited for it (queue for the embedding
                thread included); absent when the vector came from the cache

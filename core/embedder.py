@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 import importlib.util
 import json
+import logging
 import os
 import sys
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
@@ -287,6 +290,42 @@ def embedder_for(settings: Settings, model: str | None = None) -> SentenceTransf
         backend=settings.embed_backend,
         cache_dir=settings.hearth_data_dir / "models" / "onnx",
     )
+
+
+def query_backend(settings: Settings) -> str:
+    """The runtime the API embeds questions on: QUERY_EMBED_BACKEND when set; else ONNX for
+    torch's fp32 model (the same weights and arithmetic, vectors equal to ~1e-7, and about half
+    the time for one short question on one thread: ~8 against ~16 ms), else EMBED_BACKEND (int8
+    stays int8: its vectors differ from fp32's)."""
+    if settings.query_embed_backend:
+        return settings.query_embed_backend
+    return "onnx" if settings.embed_backend == "torch" else settings.embed_backend
+
+
+def query_embedder_for(settings: Settings, model: str | None = None) -> SentenceTransformerEmbedder:
+    """embedder_for on query_backend(settings). ONNX picked by default, when it cannot be had
+    (an export that fails), falls back to EMBED_BACKEND with a warning; one asked for by
+    QUERY_EMBED_BACKEND fails."""
+    backend = query_backend(settings)
+    if backend == settings.embed_backend:
+        return embedder_for(settings, model)
+    try:
+        return load_embedder(
+            model or settings.embed_model,
+            settings.embed_batch_size,
+            backend=backend,
+            cache_dir=settings.hearth_data_dir / "models" / "onnx",
+        )
+    except Exception as exc:
+        if settings.query_embed_backend:
+            raise
+        log.warning(
+            "query embeddings on %s unavailable (%s): embedding queries on %s",
+            backend,
+            exc,
+            settings.embed_backend,
+        )
+        return embedder_for(settings, model)
 
 
 def embedding_dim(spec: str) -> int:

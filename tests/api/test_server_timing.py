@@ -44,10 +44,12 @@ def stages(header: str) -> dict[str, float]:
     return out
 
 
-def check_nesting(got: dict[str, float], top: tuple[str, ...]) -> None:
-    """The top-level stages ran one after another inside `total`, and the model's own time is
-    part of `embed` (each entry is rounded to 0.1 ms: up to 0.05 off, the total too)."""
-    assert sum(got[s] for s in top if s in got) <= got["total"] + 0.05 * (len(top) + 1.01), got
+def check_nesting(got: dict[str, float], top: tuple[str | tuple[str, ...], ...]) -> None:
+    """The top-level stages ran one after another inside `total` (a tuple of stages ran side
+    by side: the longest counts), and the model's own time is part of `embed` (each entry is
+    rounded to 0.1 ms: up to 0.05 off, the total too)."""
+    spans = [max(got.get(s, 0.0) for s in (t if isinstance(t, tuple) else (t,))) for t in top]
+    assert sum(spans) <= got["total"] + 0.05 * (len(top) + 1.01), got
     if "embed" in got:
         assert got["embed-model"] <= got["embed"] + 0.1, got
 
@@ -90,7 +92,8 @@ def test_a_search_says_where_its_time_went(client: TestClient, seeded: tuple[str
     assert resp.json()["data"][0]["path"] == "/w/boiler.md"
     got = stages(resp.headers["Server-Timing"])
     assert set(got) == SEARCH_STAGES
-    check_nesting(got, ("auth", "access", "embed", "search"))
+    # the readable collections are looked up while the question embeds (api.routes.search)
+    check_nesting(got, ("auth", ("access", "embed"), "search"))
     # the same question again: its vector comes from the cache, so no embedding is timed
     again = client.post("/v1/search", json={"query": "E-4471 pressure"}, headers=bearer(admin))
     assert set(stages(again.headers["Server-Timing"])) == SEARCH_STAGES - {"embed", "embed-model"}
