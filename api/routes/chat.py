@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .. import chat, chat_stream, client_shapes, timing
@@ -17,18 +17,38 @@ from ..state import AppState, State
 router = APIRouter(prefix="/v1")
 
 _OFF = ("off", "0", "false", "no")
+_HEADERS = ("x-conversation-id", "x-hearth-footer", "x-hearth-citations")
 
 
-@router.post("/chat/completions", response_model=None)
+def _header(name: str) -> dict[str, Any]:
+    """An optional string header in the OpenAPI schema, as a `Header()` parameter would be."""
+    title = "-".join(part.capitalize() for part in name.split("-"))
+    string_or_null = [{"type": "string"}, {"type": "null"}]
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"anyOf": string_or_null, "title": title},
+    }
+
+
+# The three headers are read from request.headers: as Header() parameters FastAPI validates each
+# on every request (~0.1-0.4 ms a chat); the schema still documents them (openapi_extra).
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    openapi_extra={"parameters": [_header(n) for n in _HEADERS]},
+)
 async def chat_completions(
     request: Request,
     body: ChatRequest,
     state: State,
     user: timing.TimedUser,
-    x_conversation_id: str | None = Header(default=None),
-    x_hearth_footer: str | None = Header(default=None),
-    x_hearth_citations: str | None = Header(default=None),
 ) -> Any:
+    sent = request.headers
+    x_conversation_id = sent.get("x-conversation-id")
+    x_hearth_footer = sent.get("x-hearth-footer")
+    x_hearth_citations = sent.get("x-hearth-citations")
     given = (body.metadata or {}).get("conversation_id")
     if given is not None and not isinstance(given, str):
         raise APIError(
