@@ -64,6 +64,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group("stack"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker under `--dist loadgroup`, each grouped test's id must carry its
+    "@group" suffix (how xdist tells its scheduler the group): without it the stack tests spread
+    over every worker and each starts its own stack and vLLM, silently (pytest-xdist#1386)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [
+        i.nodeid
+        for i in session.items
+        if i.get_closest_marker("xdist_group") and "@" not in i.nodeid
+    ]
+    if lost:  # a worker's own error is not shown by the controller: say it on stderr too
+        os.write(2, f"\npytest-xdist lost the xdist_group of {lost[0]}\n".encode())
+        raise pytest.UsageError(
+            f"pytest-xdist lost the xdist_group of {len(lost)} tests (e.g. {lost[0]}): "
+            "this pytest and pytest-xdist do not group (see the pin in pyproject.toml)"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's Hearth settings; each gets its own data dir."""
