@@ -80,7 +80,11 @@ def test_an_answer_nothing_supports_becomes_not_covered(
 
 
 def test_a_stream_goes_out_sentence_by_sentence(pg_url: str, token: str, mock: MockLLM) -> None:
+    """Each checked sentence goes out when it is complete, not with the whole answer. The words
+    come as a model sends them, over time (~0.25 s a sentence): what arrives together in one
+    read may go out together (the relay batches it)."""
     mock.reply = lambda messages: " ".join([SUPPORTED] * 3)
+    mock.tokens_per_s = 50
     with client(pg_url, token, mock, answer_check="mark") as c:
         text, _, pieces = answer(c, stream=True)
     assert text == " ".join([SUPPORTED] * 3)
