@@ -46,6 +46,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.writable: asyncio.Future[None] | None = None  # set while the write buffer is full
         self.idle_since = 0.0
+        self.deadline: float | None = None  # when the waiting read times out (loop time)
+        self.timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,6 +69,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = self.error or exc
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self._wake()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
@@ -108,13 +113,11 @@ class _Connection(asyncio.Protocol):
         """What has arrived (at least one byte), or b"" at the end of the stream."""
         if not self.buffer and not self.eof:
             self.waiter = waiter = self.loop.create_future()
-            timer = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+            self._arm(timeout)
             try:
                 await waiter
             finally:
                 self.waiter = None
-                if timer is not None:
-                    timer.cancel()
             if not self.buffer and not self.eof:
                 raise httpx.ReadTimeout("timed out reading from the backend")
         if self.buffer:
@@ -128,6 +131,31 @@ class _Connection(asyncio.Protocol):
         if self.error is not None:
             raise httpx.ReadError(str(self.error) or type(self.error).__name__)
         return b""
+
+    def _arm(self, timeout: float | None) -> None:
+        """Wake the waiting read at its deadline. One timer per connection, moved on only when
+        it fires (a stream's reads come far more often than its timeout): no timer to make
+        and cancel on every read."""
+        if timeout is None:
+            self.deadline = None
+            return
+        self.deadline = deadline = self.loop.time() + timeout
+        timer = self.timer
+        if timer is not None and timer.when() > deadline:  # a shorter timeout than the last
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self.timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # no read is waiting: the next one arms the timer again
+        if self.loop.time() >= deadline:
+            waiter.set_result(None)  # read() finds nothing arrived: a timeout
+        else:
+            self.timer = self.loop.call_at(deadline, self._expire)
 
     async def write(self, data: bytes, timeout: float | None) -> None:
         t = self.transport
@@ -144,11 +172,6 @@ class _Connection(asyncio.Protocol):
             raise httpx.WriteTimeout("timed out writing to the backend") from None
         if self.error is not None:
             raise httpx.WriteError(str(self.error))
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class BackendTransport(httpx.AsyncBaseTransport):

@@ -262,6 +262,31 @@ def test_a_silent_backend_is_a_read_timeout() -> None:
     asyncio.run(main())
 
 
+def test_a_shorter_read_timeout_on_a_kept_alive_connection_is_honoured() -> None:
+    """One timer per connection: a request with a shorter read timeout than the one before on
+    the same connection still times out at its own (not after the 60 s of the first)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # the second is never answered
+        await reader.read()
+
+    async def main() -> None:
+        async with raw_server(handle) as port:
+            transport = BackendTransport()
+            async with httpx.AsyncClient(transport=transport, timeout=60) as http:
+                url = f"http://127.0.0.1:{port}/"
+                assert (await http.get(url)).text == "ok"
+                async with asyncio.timeout(20):  # far past 0.2 s, far before 60 s
+                    with pytest.raises(httpx.ReadTimeout):
+                        await http.get(url, timeout=0.2)
+                assert transport.opened == 1
+
+    asyncio.run(main())
+
+
 def test_a_body_that_stops_midway_is_a_read_timeout() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
