@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from core.settings import Settings
 from core.types import Passage
 from retrieval.filters import SearchFilter
 from retrieval.rerank import Reranker, load_reranker
-from retrieval.search import SearchParams, search
+from retrieval.search import SearchParams, search, search_while_embedding
 
 from . import timing
 from .errors import APIError
@@ -172,7 +173,11 @@ async def run_search(
 ) -> list[Passage]:
     """The passages for `req`. `readable` (access control, a later issue) limits the search to
     those collections, inside the SQL of both legs. `early`: `req`'s embedding, started by the
-    caller (early_vector); it is awaited, or cancelled when the search fails first."""
+    caller (early_vector), else it starts here; a hybrid search's BM25 leg runs while it is
+    computed (retrieval.search.search_while_embedding). It is cancelled, or its error seen,
+    when the search fails first."""
+    if early is None:
+        early = early_vector(embedder, req)
     try:
         return await _run_search(pool, embedder, settings, req, readable, early)
     finally:
@@ -195,28 +200,44 @@ async def _run_search(
         settings, limit=req.k or settings.top_k, mode=req.mode, filter=filt
     )
     reranker = await _reranker(settings, req.rerank)
-    following = embedder if isinstance(embedder, IndexEmbedder) else None
-    vector = None
-    if early is not None and early.query == req.query:
-        used = early.model
-        vector = await early.task
-    else:
-        used = following.current if following else embedder  # one model per query
-        if req.mode != "lexical":
-            vector = await query_vector(used, req.query)
-    try:
-        with timing.current().stage("search"):
+    timings = timing.current()
+    if early is None:  # lexical: no vector
+        with timings.stage("search"):
             async with pool.connection() as conn:
-                return await search(conn, req.query, vector, params, reranker)
+                return await search(conn, req.query, None, params, reranker)
+    following = embedder if isinstance(embedder, IndexEmbedder) else None
+    used = early.model
+    try:
+        if early.task.done():  # a cached vector: both legs in one statement
+            vector = early.task.result()
+            with timings.stage("search"):
+                async with pool.connection() as conn:
+                    return await search(conn, req.query, vector, params, reranker)
+        # `search` is timed from the vector's arrival: the BM25 leg ran during `embed`
+        arrived = 0.0
+
+        async def embedded() -> np.ndarray:
+            nonlocal arrived
+            vector = await early.task
+            arrived = time.perf_counter()
+            return vector
+
+        try:
+            return await search_while_embedding(
+                pool.connection, req.query, embedded(), params, reranker
+            )
+        finally:
+            if arrived:
+                timings.add("search", time.perf_counter() - arrived)
     except psycopg.errors.DataException as exc:
         # `hearth reindex` switched the index to a model of another dimension since the query
         # was embedded: load that model (or wait for the poll loading it) and search again
-        if following is None or vector is None or "dimensions" not in str(exc):
+        if following is None or "dimensions" not in str(exc):
             raise
         await following.follow(pool)
         if following.current is used:
             raise
         vector = await query_vector(following.current, req.query)
-        with timing.current().stage("search"):
+        with timings.stage("search"):
             async with pool.connection() as conn:
                 return await search(conn, req.query, vector, params, reranker)

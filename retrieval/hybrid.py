@@ -11,7 +11,7 @@ empties it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -222,6 +222,18 @@ async def retrieve(
         cur = await conn.execute(sql, params, prepare=True)
         rows = await cur.fetchall()
     return [_candidate(r) for r in rows]
+
+
+def merge(dense: list[Candidate], lexical: list[Candidate]) -> list[Candidate]:
+    """The candidates of the two legs retrieved apart (each with mode "dense" or "lexical"), as
+    the hybrid statement returns them together: one per chunk, with each leg's score."""
+    merged = {c.passage.chunk_id: c for c in dense}
+    for c in lexical:
+        both = merged.get(c.passage.chunk_id)
+        merged[c.passage.chunk_id] = (
+            c if both is None else replace(both, lexical_score=c.lexical_score)
+        )
+    return list(merged.values())
 
 
 def _candidate(r: tuple[Any, ...]) -> Candidate:

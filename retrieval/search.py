@@ -4,6 +4,8 @@ refinement. The one function the chat API, /v1/search, `hearth search` and `hear
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -15,7 +17,7 @@ from core.types import Passage
 
 from .filters import SearchFilter
 from .fusion import rrf, score_fusion
-from .hybrid import Candidate, LegOptions, LexicalPlan, Mode, retrieve
+from .hybrid import Candidate, LegOptions, LexicalPlan, Mode, merge, retrieve
 from .passages import RefineOptions, refine
 from .rerank import Reranker
 
@@ -106,6 +108,21 @@ def rerank(
     return [(head[i][0], float(scores[i])) for i in order] + ranked[top_n:]
 
 
+def leg_options(params: SearchParams) -> LegOptions:
+    """What the legs' SQL takes from `params`."""
+    # enough candidates per leg that capping and de-duplication can still fill the limit
+    per_leg = max(params.candidates, 2 * params.limit)
+    return LegOptions(
+        candidates=per_leg,
+        bm25_k1=params.bm25_k1,
+        bm25_b=params.bm25_b,
+        ef_search=min(1000, max(params.ef_search, per_leg)),
+        filter=params.filter,
+        lexical=params.bm25_plan,
+        prune=params.bm25_prune,
+    )
+
+
 async def search(
     conn: psycopg.AsyncConnection,
     query: str,
@@ -118,18 +135,54 @@ async def search(
     `vector` is the query's embedding (not needed for lexical mode). With a `reranker`, the best
     `rerank_candidates` fused chunks are re-scored by it.
     """
-    # enough candidates per leg that capping and de-duplication can still fill the limit
-    per_leg = max(params.candidates, 2 * params.limit)
-    opts = LegOptions(
-        candidates=per_leg,
-        bm25_k1=params.bm25_k1,
-        bm25_b=params.bm25_b,
-        ef_search=min(1000, max(params.ef_search, per_leg)),
-        filter=params.filter,
-        lexical=params.bm25_plan,
-        prune=params.bm25_prune,
-    )
-    candidates = await retrieve(conn, query, vector, params.mode, opts)
+    candidates = await retrieve(conn, query, vector, params.mode, leg_options(params))
+    return await _passages(candidates, query, params, reranker)
+
+
+Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection]]
+
+
+async def search_while_embedding(
+    connect: Connect,
+    query: str,
+    vector: Awaitable[np.ndarray] | None,
+    params: SearchParams,
+    reranker: Reranker | None = None,
+) -> list[Passage]:
+    """`search`, for a query whose embedding is still being computed: a hybrid search's BM25
+    leg runs meanwhile, on a connection of its own (`connect`, e.g. a pool's), and the dense
+    leg when the vector comes; the same candidates as the one hybrid statement, each leg's
+    read in its own snapshot. Other modes wait for the vector (dense) or take none (lexical)."""
+    opts = leg_options(params)
+    if (vector is None) != (params.mode == "lexical"):
+        raise ValueError(f"a {params.mode} search takes {'no' if vector else 'a'} vector")
+    if vector is None or params.mode == "dense":
+        ready = await vector if vector is not None else None
+        async with connect() as conn:
+            candidates = await retrieve(conn, query, ready, params.mode, opts)
+        return await _passages(candidates, query, params, reranker)
+
+    async def bm25() -> list[Candidate]:
+        async with connect() as conn:
+            return await retrieve(conn, query, None, "lexical", opts)
+
+    lexical = asyncio.ensure_future(bm25())
+    try:
+        ready = await vector
+        async with connect() as conn:
+            dense = await retrieve(conn, query, ready, "dense", opts)
+        candidates = merge(dense, await lexical)
+    finally:
+        if not lexical.done():
+            lexical.cancel()
+        elif not lexical.cancelled():
+            lexical.exception()  # seen: a failed leg's error is the one the dense leg raised
+    return await _passages(candidates, query, params, reranker)
+
+
+async def _passages(
+    candidates: list[Candidate], query: str, params: SearchParams, reranker: Reranker | None
+) -> list[Passage]:
     ranked = fuse(candidates, params)
     if reranker is not None and ranked:
         top_n = max(params.rerank_candidates, params.limit)
