@@ -95,6 +95,6 @@ async def rewrite_query(
     if query is None:
         return fallback_query(history, question), "fallback"
     if echoes_answer(query, history):
-        log.info("query rewrite repeated an earlier answer; searching the question itself")
-        return question, "echo"
+        log.info("query rewrite repeated an earlier answer; using the fallback")
+        return fallback_query(history, question), "echo"
     return query, "llm"

@@ -245,10 +245,11 @@ def test_a_follow_up_is_rewritten_from_the_clean_text(
     with client(pg_url, token, mock) as c:
         r = c.post("/v1/chat/completions", json={"model": "hearth", "messages": history})
         assert r.json()["search_query"] == mock_rewrite
-        # a rewrite that merely repeats the earlier answer is not searched: the question is
+        # a rewrite that merely repeats the earlier answer is not searched: as when the rewrite
+        # fails, the previous question and this one are (the follow-up alone names nothing)
         mock_rewrite = "The boiler error code E-4471 means the pressure sensor failed."
         r = c.post("/v1/chat/completions", json={"model": "hearth", "messages": history})
-        assert r.json()["search_query"] == "and how do I fix it?"
+        assert r.json()["search_query"] == "What does E-4471 mean? and how do I fix it?"
     assert len(asked) == 2
     for prompt in asked:
         assert "Sources:" not in prompt and "/root/.local" not in prompt and "[1]" not in prompt
