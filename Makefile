@@ -21,7 +21,7 @@ run: install $(if $(LLM_BASE_URL),,vllm)
 # real stack stay together in one worker, tests/conftest.py); 2 by default (the suite spends much
 # of its time waiting on child processes), TEST_JOBS=1 runs it in one process.
 TEST_JOBS ?= 2
-FAST_JOBS ?= 2
+FAST_JOBS ?= 3
 xdist = $(if $(filter-out 0 1,$(1)),-n $(1) --dist loadgroup)
 
 test: install-dev vllm llm-model system-deps compose-schema

@@ -152,6 +152,7 @@ def test_no_request_gets_a_server_error(server: tuple[str, str], pg_url: str) ->
     assert fuzz(base, token, check) >= 10  # chat, models, files, search, embeddings, conversations…
 
 
+@pytest.mark.slow  # every route, thousands of requests (~16 s)
 def test_without_a_token_every_route_is_401(server: tuple[str, str]) -> None:
     base, token = server  # the token only fetches the schema
 

@@ -13,6 +13,7 @@ from bench.answers_set import QUESTIONS, write_library
 from ingest.parse import parse_file
 
 
+@pytest.mark.slow  # the whole answer library parsed (~8 s)
 def test_every_answer_is_in_the_file_named_for_it_as_hearth_parses_it(tmp_path: Path) -> None:
     files = {p.name: p for p in write_library(tmp_path)}
     assert len({p.suffix for p in files.values()}) >= 8

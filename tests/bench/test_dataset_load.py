@@ -74,6 +74,7 @@ def contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
+@pytest.mark.slow  # a benchmark dataset loaded twice (~8 s)
 def test_the_fast_load_leaves_what_the_triggers_leave(new_db: Any) -> None:
     corpus = SyntheticCorpus(CHUNKS, seed=3)
     by_triggers, by_rebuild = new_db(), new_db()

@@ -82,6 +82,7 @@ SEARCH_PRINTS = (
 )
 
 
+@pytest.mark.slow  # a whole benchmark run (~20 s): not for the edit-test loop
 def test_a_tiny_run_loads_by_copy_and_reports_every_row(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
