@@ -71,10 +71,10 @@ def test_the_same_passages_as_one_statement(
         for text in QUERIES:
             vector = embedder.embed([text])[0]
 
-            async def later() -> np.ndarray:
+            async def later(vector: np.ndarray) -> np.ndarray:
                 return vector
 
-            coming = None if params.mode == "lexical" else later()
+            coming = None if params.mode == "lexical" else later(vector)
             got = await search_while_embedding(Connections(pg_url), text, coming, params)
             assert shape(got) == shape(await _one_statement(pg_url, text, vector, params)), text
 
