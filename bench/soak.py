@@ -110,15 +110,17 @@ async def soak(stack: UpStack, args: argparse.Namespace) -> dict[str, Any]:
     try:
         await warm_up(stack, http, probe)
         say(f"warm; {args.minutes} min of load, a sample every {args.sample_s:.0f} s")
+        # the first sample is the settled state before any load (taken after the tasks start,
+        # it raced their first upload: {"indexed": 7, "queued": 1})
+        t0 = now()
+        samples.append(await asyncio.to_thread(probe.sample, t0, rec.take()))
         tasks = [
             asyncio.create_task(searcher(http, rec, stop, args.search_pause)),
             asyncio.create_task(chatter(http, rec, stop, args.chat_pause)),
             asyncio.create_task(uploader(http, rec, stop, args.upload_s)),
             asyncio.create_task(writer(stack.watch_dir, rec, stop, args.write_s, args.max_files)),
         ]
-        t0 = now()
         end = t0 + args.minutes * 60
-        samples.append(await asyncio.to_thread(probe.sample, t0, rec.take()))
         while (due := t0 + len(samples) * args.sample_s) <= end + 1e-6:
             await asyncio.sleep(max(0.0, due - now()))
             if stack.child.proc.poll() is not None:
