@@ -34,16 +34,9 @@ def search_params(url: str) -> Any:
 
 def leg_options(params: Any) -> Any:
     """The options retrieval.search.search derives for its legs."""
-    from retrieval.hybrid import LegOptions
+    from retrieval.search import leg_options
 
-    per_leg = max(params.candidates, 2 * params.limit)
-    return LegOptions(
-        candidates=per_leg,
-        bm25_k1=params.bm25_k1,
-        bm25_b=params.bm25_b,
-        ef_search=min(1000, max(params.ef_search, per_leg)),
-        filter=params.filter,
-    )
+    return leg_options(params)
 
 
 def _ids(conn: psycopg.Connection, sql: str, vec: np.ndarray) -> list[int]:
