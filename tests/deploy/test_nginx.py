@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import re
 import shutil
@@ -27,10 +25,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -39,6 +33,7 @@ from starlette.routing import Route
 from api.uploads import FORM_OVERHEAD
 from core.settings import Settings
 from tests.conftest import free_port
+from tests.factories import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "hearth.conf"
@@ -47,42 +42,6 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 EVENTS = 5
 INTERVAL_S = 0.3
 MIB = 1024 * 1024
-
-
-# --- a self-signed certificate --------------------------------------------------------------------
-
-
-def write_certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 # --- the upstream: a tiny streaming server --------------------------------------------------------
@@ -219,7 +178,7 @@ def make_nginx(tmp_path: Path, upstream: int, site_text: str | None = None) -> N
         pytest.fail("nginx is not installed: run `make system-deps`")
     prefix = tmp_path / "nginx"
     prefix.mkdir()
-    cert, key = write_certificate(prefix)
+    cert, key = self_signed_certificate(prefix)
     http, https = free_port(), free_port()
     site = prefix / "hearth.conf"
     site.write_text(
