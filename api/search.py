@@ -145,7 +145,6 @@ class EarlyVector:
     def __init__(self, embedder: Embedder, query: str) -> None:
         following = embedder if isinstance(embedder, IndexEmbedder) else None
         self.model: Embedder = following.current if following else embedder  # one per query
-        self.query = query
         self.task: asyncio.Task[np.ndarray] = asyncio.ensure_future(query_vector(self.model, query))
 
     def close(self) -> None:
@@ -201,18 +200,19 @@ async def _run_search(
     )
     reranker = await _reranker(settings, req.rerank)
     timings = timing.current()
-    if early is None:  # lexical: no vector
+
+    async def one_statement(vector: np.ndarray | None) -> list[Passage]:
         with timings.stage("search"):
             async with pool.connection() as conn:
-                return await search(conn, req.query, None, params, reranker)
+                return await search(conn, req.query, vector, params, reranker)
+
+    if early is None:  # lexical: no vector
+        return await one_statement(None)
     following = embedder if isinstance(embedder, IndexEmbedder) else None
     used = early.model
     try:
         if early.task.done():  # a cached vector: both legs in one statement
-            vector = early.task.result()
-            with timings.stage("search"):
-                async with pool.connection() as conn:
-                    return await search(conn, req.query, vector, params, reranker)
+            return await one_statement(early.task.result())
         # `search` is timed from the vector's arrival: the BM25 leg ran during `embed`
         arrived = 0.0
 
@@ -237,7 +237,4 @@ async def _run_search(
         await following.follow(pool)
         if following.current is used:
             raise
-        vector = await query_vector(following.current, req.query)
-        with timings.stage("search"):
-            async with pool.connection() as conn:
-                return await search(conn, req.query, vector, params, reranker)
+        return await one_statement(await query_vector(following.current, req.query))

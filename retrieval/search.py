@@ -153,14 +153,13 @@ async def search_while_embedding(
     leg runs meanwhile, on a connection of its own (`connect`, e.g. a pool's), and the dense
     leg when the vector comes; the same candidates as the one hybrid statement, each leg's
     read in its own snapshot. Other modes wait for the vector (dense) or take none (lexical)."""
-    opts = leg_options(params)
     if (vector is None) != (params.mode == "lexical"):
         raise ValueError(f"a {params.mode} search takes {'no' if vector else 'a'} vector")
     if vector is None or params.mode == "dense":
         ready = await vector if vector is not None else None
         async with connect() as conn:
-            candidates = await retrieve(conn, query, ready, params.mode, opts)
-        return await _passages(candidates, query, params, reranker)
+            return await search(conn, query, ready, params, reranker)
+    opts = leg_options(params)
 
     async def bm25() -> list[Candidate]:
         async with connect() as conn:

@@ -41,8 +41,7 @@ class Connections:
 
 
 async def _one_statement(url: str, text: str, vector: np.ndarray, params: SearchParams) -> list:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await register_vector_async(conn)
+    async with Connections(url)() as conn:
         return await search(conn, text, vector, params)
 
 
@@ -87,8 +86,7 @@ def test_merged_legs_are_the_hybrid_candidates(
     embedder,  # type: ignore[no-untyped-def]
 ) -> None:
     async def go() -> None:
-        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-            await register_vector_async(conn)
+        async with Connections(pg_url)() as conn:
             for text in QUERIES:
                 vector, opts = embedder.embed([text])[0], LegOptions(candidates=20)
                 both = await retrieve(conn, text, vector, "hybrid", opts)
