@@ -131,7 +131,9 @@ def lexical_options(params: Any, plan: str) -> Any:
     return replace(leg_options(params), lexical=plan, prune=params.bm25_prune)
 
 
-def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
+def db_targets(
+    url: str, embedder: Any, exact_plan: bool = True
+) -> dict[str, Callable[[list], Call]]:
     from retrieval.hybrid import retrieve
     from retrieval.search import search
 
@@ -175,7 +177,7 @@ def db_targets(url: str, embedder: Any) -> dict[str, Callable[[list], Call]]:
         "floor": floor,
         "dense_leg": legs("dense"),
         "lexical_leg": legs("lexical"),
-        "lexical_exact": legs("lexical", exact),
+        **({"lexical_exact": legs("lexical", exact)} if exact_plan else {}),
         "hybrid_sql": legs("hybrid"),
         "search": search_only,
         "embed": embed,
@@ -218,6 +220,7 @@ async def measure_all(
     base_url: str,
     token: str,
     http_texts: Sequence[str] = (),
+    exact_plan: bool = True,
 ) -> dict[str, Any]:
     import httpx
 
@@ -227,7 +230,7 @@ async def measure_all(
         httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60)
         for _ in range(max(CONCURRENCY))
     ]
-    targets = db_targets(url, embedder)
+    targets = db_targets(url, embedder, exact_plan)
     stages: list[list[dict[str, float]]] = []
     targets["http"] = http_target(clients, http_texts, stages)
     try:
@@ -253,7 +256,8 @@ async def measure_halfvec(url: str, queries: Sequence[Query]) -> dict[str, Any]:
 
 
 async def lexical_overlap(url: str, queries: Sequence[Query]) -> dict[str, Any]:
-    """Top-10 overlap of the BM25 leg's impact plan with its exact plan; the postings' size."""
+    """Top-10 overlap of the BM25 leg's impact plan with its exact plan (none with no `queries`:
+    the exact plan takes seconds a query at 1M); the postings' size."""
     from retrieval.hybrid import retrieve
 
     params = search_params(url)
@@ -278,7 +282,7 @@ async def lexical_overlap(url: str, queries: Sequence[Query]) -> dict[str, Any]:
     assert row is not None
     return {
         "queries": len(overlaps),
-        "overlap_at_10": sum(overlaps) / max(len(overlaps), 1),
+        "overlap_at_10": sum(overlaps) / len(overlaps) if overlaps else None,
         "prune": params.bm25_prune,
         "postings": int(row[0]),
         "postings_mb": round(int(row[1]) / 2**20, 1),
@@ -316,8 +320,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         exact = rec.pop("_exact")
         say(f"the plain HNSW query's latency at ef_search {rec['vector_by_ef']}")
         rec["floor_by_ef"] = floor_latency_by_ef(url, queries[: args.queries], args.ef_search)
-        say(f"BM25 impact plan against the exact plan on {args.recall_queries} queries")
-        lex = asyncio.run(lexical_overlap(url, queries[: args.recall_queries]))
+        overlap_queries = queries[: args.recall_queries] if args.exact_plan else []
+        say(f"BM25 impact plan against the exact plan on {len(overlap_queries)} queries")
+        lex = asyncio.run(lexical_overlap(url, overlap_queries))
         embedder = load_embedder(EMBED_MODEL)
         say("starting hearth serve-api (loads MiniLM)")
         hearth, base_url = start_hearth(Path(tmp), url, f"http://127.0.0.1:{free_port()}/v1")
@@ -333,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     base_url,
                     token,
                     list(dict.fromkeys(q.text for q in fresh)),
+                    args.exact_plan,
                 )
             )
         finally:
@@ -442,10 +448,14 @@ def render(result: dict[str, Any]) -> str:
             )
         )
     lex = result["lexical"]
+    overlap = (
+        f"top-10 overlap {lex['overlap_at_10']:.3f} on {lex['queries']} queries"
+        if lex["overlap_at_10"] is not None
+        else "not measured (--no-exact)"
+    )
     lines += [
         f"BM25 postings: {lex['postings']:,} rows, {lex['postings_mb']:,.0f} MB; impact plan"
-        f" (top {lex['prune']:,} postings per query word) against the exact plan: top-10"
-        f" overlap {lex['overlap_at_10']:.3f} on {lex['queries']} queries",
+        f" (top {lex['prune']:,} postings per query word) against the exact plan: {overlap}",
         f"recall: {rec['queries']} held-out queries against exact search (index scans off,"
         f" {rec['exact_ms_per_query']:.0f} ms a query)",
         "",
@@ -530,6 +540,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[40, 100, 200, 400],
         help="hnsw.ef_search values for the plain query's recall and latency"
         " (default 40,100,200,400)",
+    )
+    ap.add_argument(
+        "--no-exact",
+        dest="exact_plan",
+        action="store_false",
+        help="skip the BM25 leg's exact plan (its latency rows and the impact plan's overlap"
+        " with it: seconds a query at 1M)",
     )
     ap.add_argument("--reuse", action="store_true", help="reuse a loaded dataset of this size")
     ap.add_argument("--data-dir", type=Path, help="default .cache/bench/search-N")

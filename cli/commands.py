@@ -15,14 +15,11 @@ from typing import Any
 from api.store import accounts
 from core.db import connect
 from core.embedded import command_database_url, running_redis_url
-from core.embedder import embedder_for, embedding_dim
 from core.logs import setup_logging
 from core.migrate import IndexModelMismatch, migrate
 from core.offline import go_offline
 from core.settings import Settings
 from retrieval import collections, documents
-
-from . import search as search_cli
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -60,8 +57,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--collection", default="default")
     p.set_defaults(func=run_ingest)
 
-    search_cli.add_parsers(sub)
-
     tok = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="action", required=True
     )
@@ -87,6 +82,8 @@ def migrate_index(db_url: str, settings: Settings, reembed: bool) -> list[str] |
     """Apply migrations pinned to EMBED_MODEL, and create `default` and every watched root's
     collection (owned by the admins) if missing; None (after saying why) if the index refuses
     the model."""
+    from core.embedder import embedding_dim
+
     try:
         done = migrate(
             db_url,
@@ -247,6 +244,8 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     go_offline()
     from rich.progress import Progress
+
+    from core.embedder import embedder_for
 
     embedder = embedder_for(settings)
     failures: list[tuple[str, str]] = []

@@ -3,30 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from core.lifeline import watch_lifeline
 from core.settings import SettingsError, get_settings
 
-from . import access, backup, bench, commands, docs, doctor, llm, reindex, up
+# Each module under cli/ and the commands its add_parsers defines, in the order `hearth --help`
+# lists them. A command imports only its own module: `hearth token list` does not pay for numpy,
+# httpx or the evaluation code (tests/cli/test_main.py holds this table to what the modules add).
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "up": ("up",),
+    "llm": ("llm",),
+    "commands": ("migrate", "serve-api", "beat", "watch", "worker", "status", "ingest", "token"),
+    "search": ("search", "eval"),
+    "docs": ("ls",),
+    "access": ("user", "collection", "logs"),
+    "bench": ("bench",),
+    "backup": ("backup", "restore"),
+    "doctor": ("doctor",),
+    "reindex": ("reindex",),
+}
 
-MODULES = (up, llm, commands, docs, access, bench, backup, doctor, reindex)
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or only the module that defines command `only`."""
     parser = argparse.ArgumentParser(prog="hearth", description="Private RAG over your documents.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in MODULES:
-        module.add_parsers(sub)
+    for name, commands in COMMANDS.items():
+        if only is None or only in commands:
+            importlib.import_module(f"{__package__}.{name}").add_parsers(sub)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # handed on whole to `python -m bench`, which owns its options
-        return argparse.Namespace(command="bench", func=bench.run_bench, args=argv[1:])
-    return build_parser().parse_args(argv)
+        from .bench import run_bench
+
+        return argparse.Namespace(command="bench", func=run_bench, args=argv[1:])
+    known = any(argv[:1] == [c] for commands in COMMANDS.values() for c in commands)
+    return build_parser(argv[0] if known else None).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

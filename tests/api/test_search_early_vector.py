@@ -91,11 +91,13 @@ def test_a_request_failing_before_its_search_cancels_the_embedding(
     client: TestClient, gated: GatedEmbedder
 ) -> None:
     """rerank asked of a server without RERANK_MODEL is a 400 while the question still embeds:
-    the embedding is cancelled (its thread's answer is dropped), and the next search works."""
+    the embedding is cancelled (its thread's answer is dropped, or, on a busy machine, the
+    thread never starts it), and the next search works."""
     resp = client.post("/v1/search", json={"query": "gated one", "rerank": True})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["code"] == "rerank_unavailable"
-    assert gated.started.wait(WAIT_S)
+    # released at once: whether the thread got to the gated question before the 400 is a race
+    # (a loaded CI machine lost it); either way the next search must not wait on it
     gated.release.set()
     resp = client.post("/v1/search", json={"query": "boiler", "k": 1})
     assert resp.status_code == 200, resp.text

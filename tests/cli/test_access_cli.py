@@ -17,6 +17,9 @@ import psycopg
 import pytest
 
 from api.store import access, accounts
+from cli import commands
+from cli.main import parse_args
+from core.settings import get_settings
 from tests.conftest import run_hearth
 
 Hearth = Callable[..., subprocess.CompletedProcess[str]]
@@ -117,9 +120,30 @@ def test_a_token_without_expires_never_expires_and_an_old_one_is_listed_expired(
     assert " expired " in ok(hearth("token", "list"))
 
 
-@pytest.mark.parametrize(
-    "value", ["90", "d", "90days", "-5d", "1.5d", "0d", "²d", "99999999d", "90 d", "90D"]
-)
+BAD_EXPIRES = ["90", "d", "90days", "-5d", "1.5d", "0d", "²d", "99999999d", "90 d", "90D"]
+
+
+@pytest.mark.parametrize("value", BAD_EXPIRES)
+def test_bad_expires_is_refused_before_the_database_is_opened(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_database(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the database was opened for a refused --expires")
+
+    monkeypatch.setattr(commands, "connect", no_database)
+    argv = ["token", "create", "--user", "ann", "--expires", value]
+    with pytest.raises(SystemExit) as exc:
+        commands.run_token_create(parse_args(argv), get_settings())
+    # ours names the forms a lifetime takes; argparse's ("-5d" looks like an option) exits 2
+    said = str(exc.value) if exc.value.code != 2 else capsys.readouterr().err
+    assert "--expires" in said and (
+        "must look like" in said
+        or "must be more" in said
+        or (exc.value.code == 2 and "expected one argument" in said)
+    )
+
+
+@pytest.mark.parametrize("value", ["90", "99999999d"])  # not a lifetime; too long a one
 def test_bad_expires_is_a_clear_error_and_issues_nothing(
     hearth: Hearth, db: psycopg.Connection, value: str
 ) -> None:

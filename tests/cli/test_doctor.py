@@ -3,6 +3,7 @@ OpenAI-compatible mock backend on a real socket; then one broken thing at a time
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -40,6 +41,16 @@ def run_doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         timeout=300,
         check=False,
     )
+
+
+def doctor_here(capsys: pytest.CaptureFixture[str], **settings: Any) -> tuple[int, dict]:
+    """`hearth doctor --json` in this process (the model loads without a new torch import):
+    its exit code and its checks by name."""
+    capsys.readouterr()
+    code = doctor.run_doctor(argparse.Namespace(json=True), get_settings(**settings))
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] == (code == 0)
+    return code, {c["name"]: c for c in report["checks"]}
 
 
 def checks(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
@@ -121,12 +132,17 @@ def test_an_unreachable_backend_fails_with_a_fix_and_exit_1(
     )
 
 
-def test_a_backend_without_the_model_fails(pg_url: str, tmp_path: Path, llm: MockLLM) -> None:
-    env = {"DATABASE_URL": pg_url, "LLM_BASE_URL": llm.url, "LLM_MODEL": "qwen"}
-    env["HEARTH_DATA_DIR"] = str(tmp_path / "data")
-    out = run_doctor(env, "--json")
-    found = checks(out)
-    assert out.returncode == 1 and failed(found) == {"LLM backend"}
+def test_a_backend_without_the_model_fails(
+    pg_url: str, tmp_path: Path, llm: MockLLM, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, found = doctor_here(
+        capsys,
+        database_url=pg_url,
+        llm_base_url=llm.url,
+        llm_model="qwen",
+        hearth_data_dir=tmp_path / "data",
+    )
+    assert code == 1 and failed(found) == {"LLM backend"}
     assert "serves mock, not LLM_MODEL=qwen" in found["LLM backend"]["detail"]
     assert found["LLM backend"]["fix"] == "set LLM_MODEL to one of: mock"
 
@@ -144,13 +160,16 @@ def empty_db_url(pg_url: str) -> Iterator[str]:
 
 
 def test_pending_migrations_fail_and_say_to_migrate(
-    empty_db_url: str, tmp_path: Path, llm: MockLLM
+    empty_db_url: str, tmp_path: Path, llm: MockLLM, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {"DATABASE_URL": empty_db_url, "LLM_BASE_URL": llm.url, "LLM_MODEL": "mock"}
-    env["HEARTH_DATA_DIR"] = str(tmp_path / "data")
-    out = run_doctor(env, "--json")
-    found = checks(out)
-    assert out.returncode == 1 and failed(found) == {"migrations"}
+    code, found = doctor_here(
+        capsys,
+        database_url=empty_db_url,
+        llm_base_url=llm.url,
+        llm_model="mock",
+        hearth_data_dir=tmp_path / "data",
+    )
+    assert code == 1 and failed(found) == {"migrations"}
     shipped = available()
     assert found["migrations"]["detail"].startswith(f"{len(shipped)} pending: 0001_init")
     assert "hearth migrate" in found["migrations"]["fix"]
