@@ -56,7 +56,10 @@ STAGES = {
     "search": "hybrid search",
     "prompt": "prompt build (token counting)",
 }
-TARGET_P50_MS = 40.0
+# request -> backend receives the grounded prompt, p50, no rewrite: the first round's bar (set at
+# 100k chunks) and issue 15's at a million
+TARGETS_P50_MS = {"request_to_backend_p50_le_40ms_no_rewrite": 40.0}
+TARGETS_P50_MS_AT_1M = {"request_to_backend_p50_le_60ms_no_rewrite_at_1M": 60.0}
 # Server-Timing stages of a non-streamed chat turn (api.timing), in turn order
 API_STAGES = ("auth", "open", "embed", "embed-model", "search", "ground", "answer", "total")
 
@@ -273,7 +276,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "api_stages": api_stages,
         "stages": stages,
         "outside_stages_p50_ms": e2e - stages["sum_ms"]["p50"],
-        "targets": {"request_to_backend_p50_le_40ms_no_rewrite": e2e <= TARGET_P50_MS},
+        "targets": {
+            name: e2e <= limit
+            for name, limit in (
+                TARGETS_P50_MS | (TARGETS_P50_MS_AT_1M if int(meta["chunks"]) >= 1_000_000 else {})
+            ).items()
+        },
     }
 
 
@@ -338,8 +346,13 @@ def render(result: dict[str, Any]) -> str:
         " it), and the query it yields is the mock's words, which no chunk contains: its search"
         " is cheaper than a real one",
         "",
-        "target p50 <= 40 ms without rewrite: "
-        + ("met" if result["targets"]["request_to_backend_p50_le_40ms_no_rewrite"] else "NOT met"),
+        "targets, request -> backend p50 without rewrite: "
+        + ", ".join(
+            f"<= {(TARGETS_P50_MS | TARGETS_P50_MS_AT_1M)[name]:.0f} ms"
+            + (" at 1M" if name in TARGETS_P50_MS_AT_1M else "")
+            + (" met" if met else " NOT met")
+            for name, met in result["targets"].items()
+        ),
     ]
     return "\n".join(lines)
 

@@ -124,6 +124,16 @@ def fake_embedder() -> HashEmbedder:
 
 
 @pytest.fixture(scope="session")
+def onnx_data_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A data dir whose ONNX exports (core.onnx_export, locked against concurrent exporters) are
+    shared by every xdist worker of this run: the model is exported once, not once a worker."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "onnx-data"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     from core.embedder import load_embedder
 

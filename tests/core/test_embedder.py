@@ -30,8 +30,8 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-cache")
+def onnx_cache(onnx_data_dir: Path) -> Path:
+    return onnx_export.onnx_cache_dir(onnx_data_dir, MODEL)
 
 
 @pytest.fixture(scope="session")

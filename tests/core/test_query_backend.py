@@ -40,8 +40,8 @@ def test_query_backend(embed: str, query: str | None, expected: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("query-backend")
+def data_dir(onnx_data_dir: Path) -> Path:
+    return onnx_data_dir  # the export test_embedder's tests made, if they ran first
 
 
 def test_onnx_questions_are_torch_s_vectors(
