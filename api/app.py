@@ -73,7 +73,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         await warm_up(loaded)  # the model's first call is slow: not the first question's wait
         # follows the index's model: `hearth reindex` may switch it while the API runs
         emb = IndexEmbedder(loaded, functools.partial(query_embedder_for, settings))
-        pool = async_pool(database_url)
+        pool = async_pool(database_url, timeout_s=settings.db_pool_timeout_s)
         await pool.open(wait=True, timeout=30)
         # before the first request: nobody may take `default` or a watched root's name first
         async with pool.connection() as conn:

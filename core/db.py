@@ -49,8 +49,11 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     await register_vector_async(conn)
 
 
-def async_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """An (unopened) async pool whose connections know pgvector's types; open it in a lifespan."""
+def async_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+) -> AsyncConnectionPool:
+    """An (unopened) async pool whose connections know pgvector's types; open it in a lifespan.
+    A connection is waited for `timeout_s` (DB_POOL_TIMEOUT_S), then PoolTimeout."""
     return AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -60,5 +63,5 @@ def async_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConne
         kwargs={"autocommit": True},
         # a connection that died with its server (a restart) is replaced, not handed out
         check=AsyncConnectionPool.check_connection,
-        timeout=10,
+        timeout=timeout_s,
     )

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     api_workers: int | None = Field(default=None, ge=1)
 
     database_url: str | None = None  # unset: embedded PostgreSQL under the data dir
+    # how long an API request waits for a database connection before its 503 (a restart of a
+    # few seconds goes unnoticed; a database that is down answers after this long)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
     redis_url: str | None = None  # unset: embedded Redis under the data dir
 
     llm_base_url: str | None = None  # unset: a local CPU vLLM serving SmolLM2 from PyPI

@@ -119,12 +119,15 @@ def test_a_whole_run_on_a_tiny_dataset(tmp_path: Path) -> None:
 )
 def test_quick_eval_on_scifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.json"
-    code = main(["eval", "--dataset", str(SCIFACT), "--quick", "--json", str(out)])
+    # 40 queries: every mode and the API's leg still run, for a third of the full quick run's time
+    argv = ["eval", "--dataset", str(SCIFACT), "--quick", "--limit-queries", "40"]
+    code = main([*argv, "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "nDCG@10" in printed and "POST /v1/search" in printed
     report = json.loads(out.read_text())
     assert set(report["modes"]) == {m.name for m in MODES}
+    assert 0 < report["queries"] <= 40
     for metrics in report["modes"].values():
         assert set(metrics) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10", "p50_ms"}
     assert report["modes"]["lexical"]["ndcg@10"] > 0.3

@@ -33,7 +33,7 @@ def own_pg(tmp_path: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     pg.stop()
 
 
-@pytest.mark.slow  # ~1 min: each request of the outage waits out the pool's 10 s
+@pytest.mark.slow  # each request of the outage waits out the pool's DB_POOL_TIMEOUT_S
 def test_api_answers_503_while_postgres_is_down_and_recovers(
     own_pg: tuple[EmbeddedPostgres, str],
 ) -> None:
@@ -42,7 +42,9 @@ def test_api_answers_503_while_postgres_is_down_and_recovers(
         token = accounts.issue_token(db, accounts.ensure_user(db, "ann", "admin"), "t")
         db.commit()
     with serve(MockLLM()) as mock:
-        s = get_settings(database_url=url, llm_base_url=mock.url, llm_model="mock")
+        s = get_settings(
+            database_url=url, llm_base_url=mock.url, llm_model="mock", db_pool_timeout_s=2
+        )
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(create_app(s, embedder=HashEmbedder()), port=port, log_level="warning")
