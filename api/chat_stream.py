@@ -29,8 +29,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .chat import NOT_COVERED, Services, Turn, ground
 from .errors import APIError, error_body
@@ -41,8 +43,25 @@ from .window import retry_on_overflow
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
+CLOSE_S = 10.0  # the longest closing a finished or abandoned stream's body may take
 Upstream = AsyncIterator[Block]
 Started = tuple[Block | None, Upstream | None]
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body however the response ends. Served with ASGI spec 2.4 (uvicorn says 2.3
+    today), Starlette lets a client's disconnect raise out of `send` and leaves the body
+    suspended at its `yield`, to be finalized whenever the garbage collector frees it: the
+    backend request and the stream's slot would wait on that (api.routes.chat._released)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.move_on_after(CLOSE_S, shield=True):
+                    await close()
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -80,7 +99,7 @@ async def respond(state: Services, turn: Turn, headers: dict[str, str]) -> Strea
 
     else:
         body = _after_keepalives(state, turn, task)
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         body,
         media_type="text/event-stream",
         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -106,11 +107,28 @@ async def chat_completions(
     return JSONResponse(answer, headers={**headers, **timing.header_for(user)})
 
 
+# the longest the end of a stream may take to close its backend request and give its slot back
+RELEASE_S = 10.0
+
+
 async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> AsyncIterator[Any]:
-    """The stream's body; its slot is given back however it ends (done, failed, client gone)."""
+    """The stream's body; its slot is given back however it ends (done, failed, client gone).
+
+    A client that goes away cancels the response's task (Starlette's disconnect listener), and
+    under a cancelled scope every await of this `finally` was cancelled in turn: the release,
+    a Redis round trip, could be cut before its DECR was sent, and the token kept a stream slot
+    for the key's hour (seen in CI: a second stream refused for 240 s). Shielded now, with a
+    deadline; and the inner stream is closed here (its backend request with it) instead of
+    whenever the garbage collector finalizes it."""
     try:
         async for piece in body:
             yield piece
     finally:
-        timing.log_stages("chat stream")
-        await state.limiter.close_stream(key)
+        with anyio.move_on_after(RELEASE_S, shield=True):
+            try:
+                close = getattr(body, "aclose", None)
+                if close is not None:
+                    await close()
+            finally:
+                timing.log_stages("chat stream")
+                await state.limiter.close_stream(key)

@@ -43,9 +43,14 @@ def run_doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )
 
 
-def doctor_here(capsys: pytest.CaptureFixture[str], **settings: Any) -> tuple[int, dict]:
-    """`hearth doctor --json` in this process (the model loads without a new torch import):
-    its exit code and its checks by name."""
+def doctor_here(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llm: MockLLM, **settings: Any
+) -> tuple[int, dict]:
+    """`hearth doctor --json` in this process (the model loads without a new torch import), on
+    the mock backend and a fresh data dir unless `settings` say otherwise: its exit code and its
+    checks by name."""
+    settings = {"llm_base_url": llm.url, "llm_model": "mock", **settings}
+    settings.setdefault("hearth_data_dir", tmp_path / "data")
     capsys.readouterr()
     code = doctor.run_doctor(argparse.Namespace(json=True), get_settings(**settings))
     report = json.loads(capsys.readouterr().out)
@@ -135,13 +140,7 @@ def test_an_unreachable_backend_fails_with_a_fix_and_exit_1(
 def test_a_backend_without_the_model_fails(
     pg_url: str, tmp_path: Path, llm: MockLLM, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, found = doctor_here(
-        capsys,
-        database_url=pg_url,
-        llm_base_url=llm.url,
-        llm_model="qwen",
-        hearth_data_dir=tmp_path / "data",
-    )
+    code, found = doctor_here(capsys, tmp_path, llm, database_url=pg_url, llm_model="qwen")
     assert code == 1 and failed(found) == {"LLM backend"}
     assert "serves mock, not LLM_MODEL=qwen" in found["LLM backend"]["detail"]
     assert found["LLM backend"]["fix"] == "set LLM_MODEL to one of: mock"
@@ -162,13 +161,7 @@ def empty_db_url(pg_url: str) -> Iterator[str]:
 def test_pending_migrations_fail_and_say_to_migrate(
     empty_db_url: str, tmp_path: Path, llm: MockLLM, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, found = doctor_here(
-        capsys,
-        database_url=empty_db_url,
-        llm_base_url=llm.url,
-        llm_model="mock",
-        hearth_data_dir=tmp_path / "data",
-    )
+    code, found = doctor_here(capsys, tmp_path, llm, database_url=empty_db_url)
     assert code == 1 and failed(found) == {"migrations"}
     shipped = available()
     assert found["migrations"]["detail"].startswith(f"{len(shipped)} pending: 0001_init")
