@@ -43,7 +43,9 @@ from .window import retry_on_overflow
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
-CLOSE_S = 10.0  # the longest closing a finished or abandoned stream's body may take
+# the longest the end of a stream (done or abandoned) may take to close its body, its backend
+# request and give its slot back (api.routes.chat._released)
+CLOSE_S = 10.0
 Upstream = AsyncIterator[Block]
 Started = tuple[Block | None, Upstream | None]
 

@@ -56,10 +56,12 @@ STAGES = {
     "search": "hybrid search",
     "prompt": "prompt build (token counting)",
 }
-# request -> backend receives the grounded prompt, p50, no rewrite: the first round's bar (set at
-# 100k chunks) and issue 15's at a million
-TARGETS_P50_MS = {"request_to_backend_p50_le_40ms_no_rewrite": 40.0}
-TARGETS_P50_MS_AT_1M = {"request_to_backend_p50_le_60ms_no_rewrite_at_1M": 60.0}
+# request -> backend receives the grounded prompt, p50, no rewrite: (bar ms, from this many
+# chunks on): the first round's bar (set at 100k chunks) and issue 15's at a million
+TARGETS_P50_MS = {
+    "request_to_backend_p50_le_40ms_no_rewrite": (40.0, 0),
+    "request_to_backend_p50_le_60ms_no_rewrite_at_1M": (60.0, 1_000_000),
+}
 # Server-Timing stages of a non-streamed chat turn (api.timing), in turn order
 API_STAGES = ("auth", "open", "embed", "embed-model", "search", "ground", "answer", "total")
 
@@ -277,10 +279,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stages": stages,
         "outside_stages_p50_ms": e2e - stages["sum_ms"]["p50"],
         "targets": {
-            name: e2e <= limit
-            for name, limit in (
-                TARGETS_P50_MS | (TARGETS_P50_MS_AT_1M if int(meta["chunks"]) >= 1_000_000 else {})
-            ).items()
+            name: e2e <= bar
+            for name, (bar, from_chunks) in TARGETS_P50_MS.items()
+            if int(meta["chunks"]) >= from_chunks
         },
     }
 
@@ -348,8 +349,8 @@ def render(result: dict[str, Any]) -> str:
         "",
         "targets, request -> backend p50 without rewrite: "
         + ", ".join(
-            f"<= {(TARGETS_P50_MS | TARGETS_P50_MS_AT_1M)[name]:.0f} ms"
-            + (" at 1M" if name in TARGETS_P50_MS_AT_1M else "")
+            f"<= {TARGETS_P50_MS[name][0]:.0f} ms"
+            + (f" at {TARGETS_P50_MS[name][1]:,} chunks" if TARGETS_P50_MS[name][1] else "")
             + (" met" if met else " NOT met")
             for name, met in result["targets"].items()
         ),

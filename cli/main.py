@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         from .bench import run_bench
 
         return argparse.Namespace(command="bench", func=run_bench, args=argv[1:])
-    known = any(argv[:1] == [c] for commands in COMMANDS.values() for c in commands)
+    known = bool(argv) and any(argv[0] in commands for commands in COMMANDS.values())
     return build_parser(argv[0] if known else None).parse_args(argv)
 
 

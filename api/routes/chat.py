@@ -107,10 +107,6 @@ async def chat_completions(
     return JSONResponse(answer, headers={**headers, **timing.header_for(user)})
 
 
-# the longest the end of a stream may take to close its backend request and give its slot back
-RELEASE_S = 10.0
-
-
 async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> AsyncIterator[Any]:
     """The stream's body; its slot is given back however it ends (done, failed, client gone).
 
@@ -124,7 +120,7 @@ async def _released(body: AsyncIterable[Any], state: AppState, key: str) -> Asyn
         async for piece in body:
             yield piece
     finally:
-        with anyio.move_on_after(RELEASE_S, shield=True):
+        with anyio.move_on_after(chat_stream.CLOSE_S, shield=True):
             try:
                 close = getattr(body, "aclose", None)
                 if close is not None:

@@ -525,7 +525,7 @@ def test_a_document_s_postings_are_found_by_key_not_by_reading_the_vocabulary(
         args,
     )
     [[[explained]]] = cur.fetchall()
-    db.rollback()  # the postings it wrote again, and the prepared statement
+    db.rollback()  # the postings it wrote again, and the SET (a prepared statement outlives it)
     db.execute("DEALLOCATE ALL")
     plan = explained["Plan"]
     lexemes = sum(len(v.split()) for v in args[2])
