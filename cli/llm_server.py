@@ -44,7 +44,8 @@ class LocalLLMServer:
 
     `with LocalLLMServer(...) as server:` starts it and waits until it answers; leaving the block
     stops it. Tunables already in the environment (VLLM_CPU_KVCACHE_SPACE,
-    VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_NUM_OF_RESERVED_CPU) win over the defaults here.
+    VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_NUM_OF_RESERVED_CPU, VLLM_ENABLE_V1_MULTIPROCESSING) win
+    over the defaults here.
     """
 
     def __init__(
@@ -110,6 +111,12 @@ class LocalLLMServer:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _default_threads_bind())
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        # One rank: the model runs in the engine-core process instead of a third process (the
+        # CPU platform's default, the multiprocess executor). Measured here on SmolLM2: ready in
+        # ~17-19 s instead of ~25-33 s, 150 greedy tokens 5.2-5.8 s instead of 5.9-6.4 s, 8
+        # concurrent streams 224 tok/s instead of 165 (32: 560 against 499), and one fewer
+        # process holding torch's memory.
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         env.update(OFFLINE_ENV)
         env.update(
             {

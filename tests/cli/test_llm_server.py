@@ -80,15 +80,21 @@ def test_environment(
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == bind
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the model in the engine's process
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "cache")
     assert env["VLLM_NO_USAGE_STATS"] == "1"
 
 
 def test_environment_keeps_operator_tuning(tmp_path: Path) -> None:
-    base = {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "2-3"}
+    base = {
+        "VLLM_CPU_KVCACHE_SPACE": "4",
+        "VLLM_CPU_OMP_THREADS_BIND": "2-3",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+    }
     env = _server(tmp_path, base_env=base).environment()
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "4"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "2-3"
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
 
 
 def test_from_settings(tmp_path: Path) -> None:
