@@ -1,5 +1,5 @@
 """bench.soak: its verdict on synthetic samples, its process census on real processes, and (slow)
-a one-minute run on the real stack that must produce the whole report and leave nothing running.
+a half-minute run on the real stack that must produce the whole report and leave nothing running.
 No timing assertions: only the shape of the result and what the verdict makes of given numbers."""
 
 from __future__ import annotations
@@ -104,12 +104,12 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_one_minute_soak_on_the_real_stack(
+def test_a_half_minute_soak_on_the_real_stack(
     tmp_path: Path, env_without_hearth: dict[str, str]
 ) -> None:
     out = tmp_path / "soak.json"
     work = tmp_path / "soak"
-    argv = ["--minutes", "1", "--sample-s", "15", "--workdir", str(work), "--json", str(out)]
+    argv = ["--minutes", "0.5", "--sample-s", "7.5", "--workdir", str(work), "--json", str(out)]
     run = subprocess.run(
         [sys.executable, "-m", "bench.soak", *argv],
         env=env_without_hearth,
@@ -122,14 +122,14 @@ def test_a_one_minute_soak_on_the_real_stack(
     assert run.returncode == 0, run.stderr[-4000:] + run.stdout[-2000:]
     result = json.loads(out.read_text())
     samples = result["samples"]
-    assert len(samples) == 5  # t = 0, 15, 30, 45, 60 s
+    assert len(samples) == 5  # t = 0, 7.5, 15, 22.5, 30 s
     for s in samples:
         assert set(s["rss_mb"]) == set(PARTS), s["rss_mb"]  # every part of the stack was found
         assert all(p["rss_mb"] > 0 for p in s["rss_mb"].values())
         assert set(s["requests"]) == set(KINDS)
     assert samples[0]["documents"] == {"indexed": 7}  # the seed files and the warm-up upload
     assert samples[1]["rss_mb"]["vllm"]["processes"] > 1  # its engine core came along
-    for kind in ("search", "upload", "write"):  # a chat may well take longer than a minute
+    for kind in ("search", "upload", "write"):  # a chat may take the whole half minute
         assert sum(s["requests"][kind]["requests"] for s in samples) > 0, kind
     v = result["verdict"]
     assert set(v["memory"]) == set(PARTS)
