@@ -288,8 +288,16 @@ def embedder_for(settings: Settings, model: str | None = None) -> SentenceTransf
         model or settings.embed_model,
         settings.embed_batch_size,
         backend=settings.embed_backend,
-        cache_dir=settings.hearth_data_dir / "models" / "onnx",
+        cache_dir=_exports(settings, model),
     )
+
+
+def _exports(settings: Settings, model: str | None) -> Path:
+    """Each model's exports in a folder of its own: in one folder for all, a second model's export
+    removed the first's as stale (both are in use while `hearth reindex` switches models)."""
+    from core.onnx_export import onnx_cache_dir
+
+    return onnx_cache_dir(settings.hearth_data_dir, model or settings.embed_model)
 
 
 def query_backend(settings: Settings) -> str:
@@ -314,7 +322,7 @@ def query_embedder_for(settings: Settings, model: str | None = None) -> Sentence
             model or settings.embed_model,
             settings.embed_batch_size,
             backend=backend,
-            cache_dir=settings.hearth_data_dir / "models" / "onnx",
+            cache_dir=_exports(settings, model),
         )
     except Exception as exc:
         if settings.query_embed_backend:

@@ -60,6 +60,9 @@ def ensure_onnx_model(model_dir: Path, cache_dir: Path, *, int8: bool = False) -
     with exclusive_file_lock(cache_dir / ".lock"):  # one exporter at a time
         if (target / ONNX_FILE).is_file():  # another process exported it while we waited
             return target / ONNX_FILE
+        # an export cut short (the process killed) left its folder; under the lock none is live
+        for dead in cache_dir.glob(f".{variant}-*"):
+            shutil.rmtree(dead, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=cache_dir))
         try:
             started = time.monotonic()

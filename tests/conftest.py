@@ -3,7 +3,9 @@ the real packaged embedder, and an environment isolated from the developer's own
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,9 +43,17 @@ HEARTH_ENV_VARS = (
     "CHUNK_OVERLAP",
     "TOP_K",
 )
+REPO = Path(__file__).resolve().parent.parent
 EMBED_DIM = 384  # the packaged MiniLM's; HashEmbedder uses the same so both share one schema
 # fixtures that start the real stack (`hearth up` with the CPU vLLM) or a browser
 STACK_FIXTURES = frozenset({"stack", "client_http", "browser"})
+
+
+# pytest keeps each test module's rewritten asserts in __pycache__ unless bytecode writing is off:
+# with PYTHONDONTWRITEBYTECODE set (as on our dev machines) every worker rewrites the 130-odd test
+# modules again at each run (~5 s of CPU a worker). The suite's own processes write it; the
+# developer's setting still holds for everything else they run.
+sys.dont_write_bytecode = False
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,12 +134,18 @@ def fake_embedder() -> HashEmbedder:
 
 
 @pytest.fixture(scope="session")
-def onnx_data_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def onnx_data_dir() -> Path:
     """A data dir whose ONNX exports (core.onnx_export, locked against concurrent exporters) are
-    shared by every xdist worker of this run: the model is exported once, not once a worker."""
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if worker_id != "master" else base) / "onnx-data"
-    shared.mkdir(exist_ok=True)
+    shared by every xdist worker and kept from run to run: the model is exported once per
+    checkout and version of the exporter (a change to core/onnx_export.py exports afresh; a
+    clean clone, as CI's, exports in its first run), not in each edit-test loop (~10 s of CPU)."""
+    exporter = hashlib.sha256((REPO / "core" / "onnx_export.py").read_bytes()).hexdigest()[:12]
+    root = REPO / ".cache" / "test-onnx"
+    shared = root / exporter
+    shared.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old != shared:
+            shutil.rmtree(old, ignore_errors=True)
     return shared
 
 

@@ -108,7 +108,7 @@ def test_a_backend_busy_streaming_an_answer_stays_in_rotation() -> None:
 
     async def go(backend: Scripted) -> tuple[str, list[bool]]:
         async with httpx.AsyncClient() as http:
-            llm = client(http, backend)
+            llm = client(http, backend, probe_timeout_s=0.5)
             seen: list[bool] = []
 
             async def probe_meanwhile() -> None:
@@ -126,9 +126,9 @@ def test_a_backend_busy_streaming_an_answer_stays_in_rotation() -> None:
             seen.append(llm.backends[0].healthy)
             return text, seen
 
-    # 40 words, one every 0.2 s: the answer outlasts the 5 s probe timeout
-    reply = " ".join(f"w{i}" for i in range(40))
-    with serve(Scripted("llama_cpp_python", n_ctx=4096, reply=reply, delay_s=0.2)) as backend:  # type: ignore[arg-type]
+    # 15 words, one every 0.1 s: the answer outlasts the probe's 0.5 s timeout
+    reply = " ".join(f"w{i}" for i in range(15))
+    with serve(Scripted("llama_cpp_python", n_ctx=4096, reply=reply, delay_s=0.1)) as backend:  # type: ignore[arg-type]
         text, healthy = asyncio.run(go(backend))
     assert text == reply
     assert healthy == [True, True]
@@ -197,7 +197,7 @@ def test_a_long_unstreamed_answer_keeps_its_backend_in_rotation_and_its_window()
 def test_a_frozen_backend_with_nothing_in_flight_goes_out_of_rotation() -> None:
     async def go(backend: Scripted) -> bool:
         async with httpx.AsyncClient() as http:
-            llm = client(http, backend)
+            llm = client(http, backend, probe_timeout_s=0.5)
             await llm.check_all()
             return llm.backends[0].healthy
 

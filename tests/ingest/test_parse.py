@@ -338,8 +338,12 @@ print(json.dumps({"parsed": parsed, "attempts": during_parse, "guarded": len(att
 
 
 def test_parsing_opens_no_network_connection(tmp_path: Path) -> None:
+    """Every kind of parser in one child (each child imports unstructured: ~4 s of CPU)."""
+    from .formats.test_mail import make_eml, make_msg  # that module imports this one
+
     files = [make_structured(tmp_path, s) for s in (".md", ".html", ".docx")]
     files.append(make_pdf(tmp_path / "report.pdf", [["Offline text on page one."]], "Report"))
+    files += [make_eml(tmp_path / "a.eml"), make_msg(tmp_path / "b.msg")]
     # without go_offline's variables, so the child proves parse_file sets them itself
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
     env["PYTHONPATH"] = str(REPO)
@@ -355,5 +359,6 @@ def test_parsing_opens_no_network_connection(tmp_path: Path) -> None:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempts"] == []
     assert report["guarded"], "the guard itself did not trip on a non-loopback address"
-    assert set(report["parsed"]) == {".md", ".html", ".docx", ".pdf"}
+    assert set(report["parsed"]) == {".md", ".html", ".docx", ".pdf", ".eml", ".msg"}
     assert all(n > 0 for n in report["parsed"].values()), report
+    assert report["parsed"][".eml"] == report["parsed"][".msg"] == 6, report

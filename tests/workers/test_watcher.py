@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import WatchRoot
+from workers import watcher
 from workers.watcher import Callbacks, Debouncer, watch
 
 
@@ -50,7 +51,11 @@ class Recorder:
 
 
 @pytest.fixture
-def watching(tmp_path: Path) -> Iterator[tuple[Recorder, Path, Path]]:
+def watching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Recorder, Path, Path]]:
+    # a deleted path's grace, shorter than its 2 s and still five debounce periods long
+    monkeypatch.setattr(watcher, "DELETE_GRACE_S", 0.5)
     a, b = tmp_path / "a", tmp_path / "b"
     rec, stop = Recorder(), threading.Event()
     roots = [WatchRoot(a, "default"), WatchRoot(b, "family")]
