@@ -117,7 +117,7 @@ class SentenceTransformerEmbedder:
                 raise ValueError(f"the {backend} backend runs on the CPU only, not {device!r}")
             from core.onnx_export import ensure_onnx_model, onnx_cache_dir
 
-            cache = cache_dir or onnx_cache_dir(_data_dir(), spec)
+            cache = cache_dir or onnx_cache_dir(_exports_root(), spec)
             onnx_file = ensure_onnx_model(path, cache, int8=backend == "onnx-int8")
             self._runner = _OnnxRunner(path, onnx_file)
         self.dim = self._runner.dim
@@ -265,17 +265,17 @@ def _pad_token(model_dir: Path) -> str:
     return "[PAD]"
 
 
-def _data_dir() -> Path:
+def _exports_root() -> Path:
     from core.settings import get_settings
 
-    return get_settings().hearth_data_dir
+    return get_settings().onnx_exports
 
 
 def load_embedder(
     spec: str, batch_size: int = 32, backend: str = "torch", cache_dir: Path | None = None
 ) -> SentenceTransformerEmbedder:
     """The embedder for `spec` on `backend` (EMBED_BACKEND); ONNX exports are cached in `cache_dir`
-    (default `<HEARTH_DATA_DIR>/models/onnx/<model name>/`)."""
+    (default `<ONNX_CACHE_DIR>/<model name>/`, Settings.onnx_exports)."""
     return SentenceTransformerEmbedder(
         spec, batch_size=batch_size, backend=backend, cache_dir=cache_dir
     )
@@ -297,7 +297,7 @@ def _exports(settings: Settings, model: str | None) -> Path:
     removed the first's as stale (both are in use while `hearth reindex` switches models)."""
     from core.onnx_export import onnx_cache_dir
 
-    return onnx_cache_dir(settings.hearth_data_dir, model or settings.embed_model)
+    return onnx_cache_dir(settings.onnx_exports, model or settings.embed_model)
 
 
 def query_backend(settings: Settings) -> str:

@@ -32,9 +32,10 @@ EXPORT_VERSION = 1
 _SAMPLE = ["Hearth exports this model once.", "A second, longer sentence pads the first one out."]
 
 
-def onnx_cache_dir(data_dir: Path, spec: str) -> Path:
-    """Where exports of the model `spec` (a folder or a package) are kept."""
-    return data_dir / "models" / "onnx" / Path(spec).expanduser().name
+def onnx_cache_dir(exports: Path, spec: str) -> Path:
+    """Where exports of the model `spec` (a folder or a package) are kept: a folder of its own
+    in `exports` (Settings.onnx_exports: ONNX_CACHE_DIR, or <HEARTH_DATA_DIR>/models/onnx)."""
+    return exports / Path(spec).expanduser().name
 
 
 def fingerprint(model_dir: Path) -> str:

@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     # the API's runtime for query embeddings; unset: ONNX when EMBED_BACKEND is torch (the same
     # fp32 model, vectors within 1e-6, half the time per question), else EMBED_BACKEND
     query_embed_backend: Literal["torch", "onnx", "onnx-int8"] | None = None
+    # where ONNX exports are kept, a folder per model; unset: <HEARTH_DATA_DIR>/models/onnx
+    onnx_cache_dir: Path | None = None
     embed_batch_size: int = Field(default=32, ge=1, le=4096)
     chunk_size: int = Field(default=256, ge=16, le=8192)  # tokens of the embedder's tokenizer
     chunk_overlap: int = Field(default=32, ge=0)
@@ -256,6 +258,10 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.hearth_data_dir / "uploads"
+
+    @property
+    def onnx_exports(self) -> Path:
+        return self.onnx_cache_dir or self.hearth_data_dir / "models" / "onnx"
 
     @property
     def local_model_dir(self) -> Path:

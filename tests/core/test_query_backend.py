@@ -39,15 +39,8 @@ def test_query_backend(embed: str, query: str | None, expected: str) -> None:
     assert query_backend(settings) == expected
 
 
-@pytest.fixture(scope="module")
-def data_dir(onnx_data_dir: Path) -> Path:
-    return onnx_data_dir  # the export test_embedder's tests made, if they ran first
-
-
-def test_onnx_questions_are_torch_s_vectors(
-    embedder: SentenceTransformerEmbedder, data_dir: Path
-) -> None:
-    onnx = query_embedder_for(Settings(hearth_data_dir=data_dir))
+def test_onnx_questions_are_torch_s_vectors(embedder: SentenceTransformerEmbedder) -> None:
+    onnx = query_embedder_for(Settings())  # exported into the suite's ONNX_CACHE_DIR
     assert (onnx.backend, onnx.name, onnx.dim) == ("onnx", embedder.name, embedder.dim)
     ref = embedder.embed(QUESTIONS)
     for got in (onnx.embed(QUESTIONS), np.vstack([onnx.embed([q]) for q in QUESTIONS])):
