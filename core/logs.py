@@ -68,6 +68,9 @@ def setup_logging(level: str | None = None, fmt: LogFormat = "text") -> None:
     """Log to stderr at HEARTH_LOG_LEVEL (INFO) in `fmt` (the LOG_FORMAT setting)."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter_for(fmt))
-    logging.basicConfig(
-        level=(level or os.environ.get("HEARTH_LOG_LEVEL", "INFO")).upper(), handlers=[handler]
-    )
+    chosen = (level or os.environ.get("HEARTH_LOG_LEVEL", "INFO")).upper()
+    logging.basicConfig(level=chosen, handlers=[handler])
+    if chosen != "DEBUG":
+        # httpx says "HTTP Request: POST .../chat/completions 200" at INFO for every call to the
+        # LLM backend: a second line per chat turn beside the access log, and its cost per turn
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -86,6 +86,7 @@ def test_setup_logging_json_writes_one_object_per_line(env_without_hearth: dict[
         "request_id_var.set('r-9')\n"
         "logging.getLogger('api.x').info('two\\nlines')\n"
         "logging.getLogger('api.x').debug('not at INFO')\n"
+        "logging.getLogger('httpx').info('HTTP Request: POST http://llm/v1/chat/completions')\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
