@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from cli import doctor
+from cli.commands import migrate_index
 from cli.llm_convert import COMPLETE_MARKER
-from core.embedded import EmbeddedRedis
+from core.embedded import EmbeddedRedis, database_url
 from core.migrate import available
 from core.settings import get_settings
 from tests.conftest import HEARTH_ENV_VARS, free_port
@@ -80,16 +81,14 @@ def test_a_healthy_embedded_setup_is_all_ok(tmp_path: Path, llm: MockLLM) -> Non
         "LLM_MODEL": "mock",
     }
     try:
-        base = {k: v for k, v in os.environ.items() if k not in HEARTH_ENV_VARS}
-        migrated = subprocess.run(
-            [sys.executable, "-m", "cli.main", "migrate"],
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert migrated.returncode == 0, migrated.stderr
+        # migrated as `hearth migrate` does it, in this process (the doctor is the command here)
+        settings = get_settings(hearth_data_dir=data, hearth_watch_dir=str(watched))
+        url, server = database_url(settings)
+        try:
+            assert migrate_index(url, settings, reembed=False) is not None
+        finally:
+            assert server is not None  # the embedded one: no DATABASE_URL here
+            server.stop()
         out = run_doctor(env, "--json")
     finally:
         redis.stop()
@@ -112,18 +111,19 @@ def test_a_healthy_embedded_setup_is_all_ok(tmp_path: Path, llm: MockLLM) -> Non
 
 
 def test_an_unreachable_backend_fails_with_a_fix_and_exit_1(
-    pg_url: str, tmp_path: Path, llm: MockLLM
+    pg_url: str, tmp_path: Path, llm: MockLLM, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The text report, in this process (the command itself runs in the test above)."""
     closed = f"http://127.0.0.1:{free_port()}/v1"
-    env = {
-        "HEARTH_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": pg_url,
-        "LLM_BASE_URL": f"{closed},{llm.url}",
-        "LLM_MODEL": "mock",
-    }
-    out = run_doctor(env)
-    assert out.returncode == 1
-    rows = out.stdout.splitlines()
+    settings = get_settings(
+        hearth_data_dir=tmp_path / "data",
+        database_url=pg_url,
+        llm_base_url=f"{closed},{llm.url}",
+        llm_model="mock",
+    )
+    capsys.readouterr()
+    assert doctor.run_doctor(argparse.Namespace(json=False), settings) == 1
+    rows = capsys.readouterr().out.splitlines()
     bad = next(i for i, line in enumerate(rows) if f"LLM {closed}" in line)
     assert rows[bad].split()[0] == "FAIL" and "unreachable" in rows[bad]
     assert "fix: start the backend, or fix LLM_BASE_URL" in rows[bad + 1]
