@@ -219,6 +219,23 @@ def test_an_export_killed_midway_is_cleared_by_the_next(
     assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == [".lock", "fp32"]
 
 
+def test_exports_of_the_old_flat_layout_go_once_the_model_is_exported_again(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each model had a folder of its own, exports sat in the exports folder itself."""
+    FakeExports(monkeypatch)
+    exports = tmp_path / "onnx"
+    for variant in ("fp32", "int8"):
+        (exports / f"{variant}-0123abcd").mkdir(parents=True)
+        (exports / f"{variant}-0123abcd" / "model.onnx").write_bytes(b"old")
+        (exports / f"{variant}-0123abcd" / "export.json").write_text("{}")
+    (exports / "fp32-not-an-export").mkdir()  # no export.json: not ours to remove
+    onnx_export.ensure_onnx_model(
+        fake_model, onnx_export.onnx_cache_dir(exports, "my-model"), int8=True
+    )
+    assert sorted(p.name for p in exports.iterdir()) == ["fp32-not-an-export", "my-model"]
+
+
 def test_onnx_backend_serves_without_torch(onnx_cache: Path) -> None:
     """Once exported, an ONNX worker never imports torch (much of its memory)."""
     onnx_export.ensure_onnx_model(resolve_model_path(MODEL), onnx_cache, int8=True)
