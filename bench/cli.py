@@ -30,13 +30,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core.onnx_export import onnx_cache_dir
+
 from .harness import EMBED_MODEL, ONNX_EXPORTS, REPO, say
 
 BENCHES = ("ingest", "search", "rag", "chat", "llm")  # `all` runs them in this order
 FULL_SCALE, QUICK_SCALE = 100_000, 2_000
 RESULTS = REPO / ".cache" / "bench" / "results"
 # --quick: export once, not on every run (the full run measures the export in a fresh folder)
-ONNX_CACHE = ONNX_EXPORTS / EMBED_MODEL
+ONNX_CACHE = onnx_cache_dir(ONNX_EXPORTS, EMBED_MODEL)
 # smoke-sized: every code path of each benchmark once, in minutes (the CI test runs this)
 QUICK = {
     "ingest": ["--quick", "--files", "5", "--rescan-files", "300", "--onnx-cache", str(ONNX_CACHE)],

@@ -115,9 +115,10 @@ class SentenceTransformerEmbedder:
         else:
             if device != "cpu":
                 raise ValueError(f"the {backend} backend runs on the CPU only, not {device!r}")
-            from core.onnx_export import ensure_onnx_model, onnx_cache_dir
+            from core.onnx_export import ensure_onnx_model
+            from core.settings import get_settings
 
-            cache = cache_dir or onnx_cache_dir(_exports_root(), spec)
+            cache = cache_dir or _exports(get_settings(), spec)
             onnx_file = ensure_onnx_model(path, cache, int8=backend == "onnx-int8")
             self._runner = _OnnxRunner(path, onnx_file)
         self.dim = self._runner.dim
@@ -263,12 +264,6 @@ def _pad_token(model_dir: Path) -> str:
         if pad:
             return str(pad)
     return "[PAD]"
-
-
-def _exports_root() -> Path:
-    from core.settings import get_settings
-
-    return get_settings().onnx_exports
 
 
 def load_embedder(
