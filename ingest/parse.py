@@ -18,6 +18,7 @@ from core.offline import go_offline
 from .formats.base import Attachment, Element, Parsed, ParseError, short_reason
 from .formats.containers import OLE_MAGIC, ZIP_MEMBER, check_pdf, check_zip
 from .formats.convert import convert
+from .formats.lean import NO_LANGUAGE, skip_narrative_checks
 from .formats.text import paragraphs, read_text
 
 __all__ = ["SUPPORTED_SUFFIXES", "Attachment", "Element", "ParseError", "Parsed", "parse_file"]
@@ -116,6 +117,8 @@ def _parse(path: Path, suffix: str) -> Parsed:
     if suffix in (".eml", ".msg"):
         from .formats import mail
 
+        skip_narrative_checks()
+
         return (mail.parse_eml if suffix == ".eml" else mail.parse_msg)(path, mime)
     text = None
     if suffix in _TEXT_SUFFIXES:
@@ -151,14 +154,20 @@ def _parse(path: Path, suffix: str) -> Parsed:
 def _partition(path: Path, suffix: str, text: str | None) -> list[Any]:
     """Run the partitioner for `suffix`; imports are lazy so importing this module stays cheap."""
     filename = str(path)
+    if suffix == ".pdf":
+        from unstructured.partition.pdf import partition_pdf
+
+        # languages given so it does not log a "defaulting to English" warning per file
+        return partition_pdf(filename=filename, strategy="fast", languages=["eng"])
+    skip_narrative_checks()
     if suffix in (".md", ".markdown"):
         from unstructured.partition.md import partition_md
 
-        return partition_md(text=text)
+        return partition_md(text=text, languages=NO_LANGUAGE)
     if suffix in (".html", ".htm"):
         from unstructured.partition.html import partition_html
 
-        return partition_html(text=text)
+        return partition_html(text=text, languages=NO_LANGUAGE)
     if suffix in (".csv", ".tsv"):
         from unstructured.partition.csv import partition_csv
         from unstructured.partition.tsv import partition_tsv
@@ -166,35 +175,30 @@ def _partition(path: Path, suffix: str, text: str | None) -> list[Any]:
         assert text is not None
         data = io.BytesIO(text.encode("utf-8"))
         if suffix == ".tsv":
-            return partition_tsv(file=data)
-        return partition_csv(file=data, encoding="utf-8")
-    if suffix == ".pdf":
-        from unstructured.partition.pdf import partition_pdf
-
-        # languages given so it does not log a "defaulting to English" warning per file
-        return partition_pdf(filename=filename, strategy="fast", languages=["eng"])
+            return partition_tsv(file=data, languages=NO_LANGUAGE)
+        return partition_csv(file=data, encoding="utf-8", languages=NO_LANGUAGE)
     if suffix == ".docx":
         from unstructured.partition.docx import partition_docx
 
-        return partition_docx(filename=filename)
+        return partition_docx(filename=filename, languages=NO_LANGUAGE)
     if suffix == ".pptx":
         from unstructured.partition.pptx import partition_pptx
 
-        return partition_pptx(filename=filename)
+        return partition_pptx(filename=filename, languages=NO_LANGUAGE)
     if suffix == ".xlsx":
         from unstructured.partition.xlsx import partition_xlsx
 
-        return partition_xlsx(filename=filename)
+        return partition_xlsx(filename=filename, languages=NO_LANGUAGE)
     if suffix == ".odt":
         from unstructured.partition.odt import partition_odt
 
-        return partition_odt(filename=filename)
+        return partition_odt(filename=filename, languages=NO_LANGUAGE)
     if suffix == ".rtf":
         from unstructured.partition.rtf import partition_rtf
 
-        return partition_rtf(filename=filename)
+        return partition_rtf(filename=filename, languages=NO_LANGUAGE)
     if suffix == ".epub":
         from unstructured.partition.epub import partition_epub
 
-        return partition_epub(filename=filename)
+        return partition_epub(filename=filename, languages=NO_LANGUAGE)
     raise ParseError(f"unsupported file type: {suffix}")

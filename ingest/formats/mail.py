@@ -17,6 +17,7 @@ from typing import Any
 from .base import Attachment, Element, Parsed, ParseError, short_reason
 from .containers import OLE_MAGIC, starts_with
 from .convert import convert
+from .lean import NO_LANGUAGE
 
 MAX_ATTACHMENTS = 50
 MAX_ATTACHMENT_BYTES = 50 * 2**20
@@ -44,7 +45,7 @@ def parse_eml(path: Path, mime: str) -> Parsed:
         raise ParseError("encrypted email: cannot be read without the recipient's key")
     from unstructured.partition.email import partition_email
 
-    raw = partition_email(file=io.BytesIO(data), process_attachments=False)
+    raw = partition_email(file=io.BytesIO(data), process_attachments=False, languages=NO_LANGUAGE)
     headers = [(h, _header(msg, h)) for h in ("From", "To", "Cc", "Date", "Subject")]
     return _assemble(path, mime, headers, convert(raw, headings=False), _eml_files(msg))
 
@@ -143,9 +144,11 @@ def _msg_body(msg: Any) -> list[Element]:
     except (LookupError, UnicodeDecodeError):  # unknown or wrong code page: use the plain body
         html = None
     if html and html.strip():
-        return convert(partition_html(text=html), headings=False)
+        return convert(partition_html(text=html, languages=NO_LANGUAGE), headings=False)
     body = msg.body
-    return convert(partition_text(text=body), headings=False) if body and body.strip() else []
+    if not body or not body.strip():
+        return []
+    return convert(partition_text(text=body, languages=NO_LANGUAGE), headings=False)
 
 
 def _msg_files(msg: Any) -> Iterator[Found]:
