@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 
 # chunk texts gathered from consecutive documents before they are embedded in one call
 BATCH_TEXTS = 256
-# fewer texts are embedded already when the next parse is not done (the embedder would idle)
-MIN_TEXTS = 32
+# fewer texts are embedded already when the next parse is not done (the embedder would idle);
+# half a call: calls of 32-60 texts ran at ~0.8 of one full call's speed (batches cut short,
+# lengths mixed in them), and parsing is now a fraction of embedding (`python -m bench.ingest`)
+MIN_TEXTS = 128
 PARSE_AHEAD = 4  # documents begun (locked, copied, handed to the parser) ahead of the embedding
 
 
