@@ -241,7 +241,9 @@ class _Batch:
             # steps hear of it
             log.exception("a shared embedding call failed; embedding its documents one by one")
             for d in docs:
-                if id(d) not in late:
+                if id(d) in late:  # out of time before the call that failed: that is its end
+                    self._advance(d, error=late[id(d)])
+                else:
                     self._embed_alone(d)
             return
         for d in docs:

@@ -184,6 +184,37 @@ def test_a_document_out_of_time_in_a_batch_fails_alone(
     assert not any("budget report" in t for c in emb.calls for t in c)
 
 
+def test_a_document_out_of_time_between_shared_calls_keeps_its_reason_when_the_next_chokes(
+    db: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long document runs out of time during the first shared call; the next call, with
+    another document's texts, fails: each still ends with its own reason, none is left out."""
+    now = [1000.0]
+    monkeypatch.setattr("ingest.budget.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("ingest.batch.MIN_TEXTS", 10_000)  # both documents in one embedding
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    long, choking = folder / "long.md", folder / "chokes.txt"
+    long.write_text(prose(1200, "archive"))  # some 300 chunks: more than one call's 256
+    choking.write_text("The embedder chokes on POISON.")
+
+    class SlowFirstCall(CountingEmbedder):
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            if not self.calls:
+                now[0] += 61  # the first call takes a minute
+            return super().embed(texts)
+
+    emb = SlowFirstCall(poison="POISON")
+    items = [(long, replace(OPTS, timeout_s=60)), (choking, OPTS)]
+    results = ingest_paths(db, emb, items, batch_texts=1000)
+    assert len(emb.calls[0]) == 256 and "POISON" in emb.calls[1][-1]
+    assert [(r.status, r.error) for r in results] == [
+        ("failed", "indexing took longer than 60 s (FILE_TIMEOUT_S) and was stopped"),
+        ("failed", "indexing failed: RuntimeError: the embedder choked"),
+    ]
+    assert statuses(db)["long.md"][0] == "failed"
+
+
 def test_a_delete_during_a_batch_wins_over_the_documents_waiting_to_be_written(
     db: psycopg.Connection, pg_url: str, tmp_path: Path
 ) -> None:
