@@ -154,12 +154,12 @@ def _parse(path: Path, suffix: str) -> Parsed:
 def _partition(path: Path, suffix: str, text: str | None) -> list[Any]:
     """Run the partitioner for `suffix`; imports are lazy so importing this module stays cheap."""
     filename = str(path)
+    skip_narrative_checks()
     if suffix == ".pdf":
         from unstructured.partition.pdf import partition_pdf
 
         # languages given so it does not log a "defaulting to English" warning per file
         return partition_pdf(filename=filename, strategy="fast", languages=["eng"])
-    skip_narrative_checks()
     if suffix in (".md", ".markdown"):
         from unstructured.partition.md import partition_md
 

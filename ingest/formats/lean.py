@@ -6,8 +6,11 @@
   a spaCy parse of each paragraph (~7 ms; 60-85% of those formats' time). Both become Hearth's
   "text" (ingest.formats.convert), and nothing else there hangs on the answer (headings come from
   tags and styles, list items are recognised before it), so in those two modules the check
-  answers "no" at once (`skip_narrative_checks`). Plain text, PDF, PowerPoint and Excel keep it:
-  there a paragraph found not to be narrative may be taken for a heading.
+  answers "no" at once (`skip_narrative_checks`). In plain text (PDF pages, e-mail bodies),
+  PowerPoint and Excel a paragraph found not narrative may be taken for a heading, so there the
+  answer matters, but only for text that could be one: the heading check, which turns away
+  anything over a dozen words without spaCy, is asked first, and the narrative check only when
+  it says yes (anything else stays body text either way).
 
 tests/ingest/test_parse.py parses every format both ways and compares what Hearth gets.
 """
@@ -18,17 +21,37 @@ import importlib
 from typing import Any
 
 NO_LANGUAGE = [""]
+# where "narrative or not" decides nothing Hearth keeps
 NARRATIVE_CHECKS = ("unstructured.partition.html.parser", "unstructured.partition.docx")
+# where "not narrative" is followed by the heading check (narrative, else title, else text)
+TITLE_AFTER = (
+    "unstructured.partition.text",
+    "unstructured.partition.pptx",
+    "unstructured.partition.xlsx",
+)
 
 
 def _not_narrative(text: str, *args: Any, **kwargs: Any) -> bool:
     return False
 
 
+def _narrative_unless_a_title(text: str, *args: Any, **kwargs: Any) -> bool:
+    from unstructured.partition import text_type
+
+    if not text_type.is_possible_title(text):
+        return True  # body text whatever the answer: NarrativeText or Text, both Hearth's text
+    return bool(text_type.is_possible_narrative_text(text, *args, **kwargs))
+
+
 def skip_narrative_checks() -> None:
-    """Swap the narrative-text check in the modules of `NARRATIVE_CHECKS` (idempotent; a module
-    without one, in some later unstructured, is left alone and the tests say so)."""
-    for name in NARRATIVE_CHECKS:
-        module = importlib.import_module(name)
-        if hasattr(module, "is_possible_narrative_text"):
-            setattr(module, "is_possible_narrative_text", _not_narrative)  # noqa: B010
+    """Swap the narrative-text check in the modules of `NARRATIVE_CHECKS` and `TITLE_AFTER`
+    (idempotent; a module without one, in some later unstructured, is left alone and the tests
+    say so)."""
+    for names, check in (
+        (NARRATIVE_CHECKS, _not_narrative),
+        (TITLE_AFTER, _narrative_unless_a_title),
+    ):
+        for name in names:
+            module = importlib.import_module(name)
+            if hasattr(module, "is_possible_narrative_text"):
+                setattr(module, "is_possible_narrative_text", check)  # noqa: B010

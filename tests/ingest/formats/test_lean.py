@@ -168,7 +168,7 @@ def unstructured_in_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(parse_mod, "skip_narrative_checks", lambda: None)
     check = text_type.is_possible_narrative_text
-    for name in lean.NARRATIVE_CHECKS:
+    for name in (*lean.NARRATIVE_CHECKS, *lean.TITLE_AFTER):
         monkeypatch.setattr(importlib.import_module(name), "is_possible_narrative_text", check)
     for module in (parse_mod, mail):
         monkeypatch.setattr(module, "NO_LANGUAGE", None)  # None: detect the language
@@ -213,3 +213,26 @@ def test_no_language_detection_and_no_spacy(
     monkeypatch.setattr(tokenize, "_run_pipeline", refuse)
     monkeypatch.setattr(lang, "detect_languages", refuse)
     assert parse_afresh(make(tmp_path, suffix)).elements
+
+
+def test_pdf_body_lines_are_told_from_headings_without_spacy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a line that could be a heading (a dozen words at most) is looked at with spaCy."""
+    from reportlab.pdfgen import canvas
+    from unstructured.nlp import tokenize
+
+    parse_afresh(make(tmp_path, ".pdf"))  # imports and first calls
+    path = tmp_path / "body.pdf"
+    c = canvas.Canvas(str(path))
+    for n, y in enumerate(range(750, 450, -40)):
+        c.drawString(
+            72, y, f"Line {n} of the minutes says that the hall was full and the tea was hot."
+        )
+    c.showPage()
+    c.save()
+    looked_at: list[str] = []
+    monkeypatch.setattr(tokenize, "_run_pipeline", lambda text: looked_at.append(text))
+    parsed = parse_afresh(path)
+    assert len(parsed.elements) == 8 and {e.kind for e in parsed.elements} == {"text"}
+    assert looked_at == []
