@@ -78,6 +78,11 @@ class Backend:
     tokens_per_s: float | None = None  # generation speed: EWMA over real completions
     models: list[dict[str, Any]] = field(default_factory=list)  # its last model list
     probing: asyncio.Future[list[dict[str, Any]]] | None = field(default=None, repr=False)
+    # parsed once: httpx parses and percent-checks a URL given as a string at every request
+    chat_url: httpx.URL = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.chat_url = httpx.URL(self.url + "/chat/completions")
 
     def window(self, fallback: int | None) -> int | None:
         """The window Hearth uses for this backend, in its tokens: the one it reported or named
@@ -380,7 +385,7 @@ class LLMClient:
             try:
                 async with asyncio.timeout(deadline.seconds):
                     resp = await self.http.post(
-                        backend.url + "/chat/completions",
+                        backend.chat_url,
                         json=body,
                         headers=self._headers,
                         timeout=httpx.Timeout(deadline.seconds, connect=5.0),
@@ -450,7 +455,7 @@ class LLMClient:
             self._progress(backend)
             try:
                 async with self.http.stream(
-                    "POST", backend.url + "/chat/completions", json=body, headers=self._headers
+                    "POST", backend.chat_url, json=body, headers=self._headers
                 ) as resp:
                     if resp.status_code in _RETRY and not last:
                         backend.mark_down(f"HTTP {resp.status_code}")
@@ -530,9 +535,7 @@ class LLMClient:
         body.pop("max_completion_tokens", None)
         for _ in range(2):  # the stream's connection, back in the pool, may be one it closes
             try:
-                resp = await self.http.post(
-                    backend.url + "/chat/completions", json=body, headers=self._headers
-                )
+                resp = await self.http.post(backend.chat_url, json=body, headers=self._headers)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 continue
             except httpx.HTTPError:
