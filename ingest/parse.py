@@ -117,8 +117,6 @@ def _parse(path: Path, suffix: str) -> Parsed:
     if suffix in (".eml", ".msg"):
         from .formats import mail
 
-        skip_narrative_checks()
-
         return (mail.parse_eml if suffix == ".eml" else mail.parse_msg)(path, mime)
     text = None
     if suffix in _TEXT_SUFFIXES:
@@ -153,21 +151,27 @@ def _parse(path: Path, suffix: str) -> Parsed:
 
 def _partition(path: Path, suffix: str, text: str | None) -> list[Any]:
     """Run the partitioner for `suffix`; imports are lazy so importing this module stays cheap."""
+    partition, kwargs = _partitioner(path, suffix, text)
+    skip_narrative_checks()  # in the modules importing the partitioner brought in
+    return list(partition(**kwargs))
+
+
+def _partitioner(path: Path, suffix: str, text: str | None) -> tuple[Any, dict[str, Any]]:
     filename = str(path)
-    skip_narrative_checks()
     if suffix == ".pdf":
         from unstructured.partition.pdf import partition_pdf
 
         # languages given so it does not log a "defaulting to English" warning per file
-        return partition_pdf(filename=filename, strategy="fast", languages=["eng"])
+        return partition_pdf, dict(filename=filename, strategy="fast", languages=["eng"])
+    lean = {"languages": NO_LANGUAGE}
     if suffix in (".md", ".markdown"):
         from unstructured.partition.md import partition_md
 
-        return partition_md(text=text, languages=NO_LANGUAGE)
+        return partition_md, dict(text=text, **lean)
     if suffix in (".html", ".htm"):
         from unstructured.partition.html import partition_html
 
-        return partition_html(text=text, languages=NO_LANGUAGE)
+        return partition_html, dict(text=text, **lean)
     if suffix in (".csv", ".tsv"):
         from unstructured.partition.csv import partition_csv
         from unstructured.partition.tsv import partition_tsv
@@ -175,30 +179,30 @@ def _partition(path: Path, suffix: str, text: str | None) -> list[Any]:
         assert text is not None
         data = io.BytesIO(text.encode("utf-8"))
         if suffix == ".tsv":
-            return partition_tsv(file=data, languages=NO_LANGUAGE)
-        return partition_csv(file=data, encoding="utf-8", languages=NO_LANGUAGE)
+            return partition_tsv, dict(file=data, **lean)
+        return partition_csv, dict(file=data, encoding="utf-8", **lean)
     if suffix == ".docx":
         from unstructured.partition.docx import partition_docx
 
-        return partition_docx(filename=filename, languages=NO_LANGUAGE)
+        return partition_docx, dict(filename=filename, **lean)
     if suffix == ".pptx":
         from unstructured.partition.pptx import partition_pptx
 
-        return partition_pptx(filename=filename, languages=NO_LANGUAGE)
+        return partition_pptx, dict(filename=filename, **lean)
     if suffix == ".xlsx":
         from unstructured.partition.xlsx import partition_xlsx
 
-        return partition_xlsx(filename=filename, languages=NO_LANGUAGE)
+        return partition_xlsx, dict(filename=filename, **lean)
     if suffix == ".odt":
         from unstructured.partition.odt import partition_odt
 
-        return partition_odt(filename=filename, languages=NO_LANGUAGE)
+        return partition_odt, dict(filename=filename, **lean)
     if suffix == ".rtf":
         from unstructured.partition.rtf import partition_rtf
 
-        return partition_rtf(filename=filename, languages=NO_LANGUAGE)
+        return partition_rtf, dict(filename=filename, **lean)
     if suffix == ".epub":
         from unstructured.partition.epub import partition_epub
 
-        return partition_epub(filename=filename, languages=NO_LANGUAGE)
+        return partition_epub, dict(filename=filename, **lean)
     raise ParseError(f"unsupported file type: {suffix}")

@@ -6,18 +6,18 @@
   a spaCy parse of each paragraph (~7 ms; 60-85% of those formats' time). Both become Hearth's
   "text" (ingest.formats.convert), and nothing else there hangs on the answer (headings come from
   tags and styles, list items are recognised before it), so in those two modules the check
-  answers "no" at once (`skip_narrative_checks`). In plain text (PDF pages, e-mail bodies),
+  answers "no" at once (`skip_narrative_checks`). In plain text (PDF pages, plain e-mail bodies),
   PowerPoint and Excel a paragraph found not narrative may be taken for a heading, so there the
   answer matters, but only for text that could be one: the heading check, which turns away
   anything over a dozen words without spaCy, is asked first, and the narrative check only when
   it says yes (anything else stays body text either way).
 
-tests/ingest/test_parse.py parses every format both ways and compares what Hearth gets.
+tests/ingest/formats/test_lean.py parses every format both ways and compares what Hearth gets.
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import Any
 
 NO_LANGUAGE = [""]
@@ -44,14 +44,15 @@ def _narrative_unless_a_title(text: str, *args: Any, **kwargs: Any) -> bool:
 
 
 def skip_narrative_checks() -> None:
-    """Swap the narrative-text check in the modules of `NARRATIVE_CHECKS` and `TITLE_AFTER`
-    (idempotent; a module without one, in some later unstructured, is left alone and the tests
-    say so)."""
+    """Swap the narrative-text check in those modules of `NARRATIVE_CHECKS` and `TITLE_AFTER`
+    that are imported: call it after importing a partitioner, before calling it (nothing is
+    imported here: Excel's module alone brings pandas). Idempotent; a module without the check,
+    in some later unstructured, is left alone and the tests say so."""
     for names, check in (
         (NARRATIVE_CHECKS, _not_narrative),
         (TITLE_AFTER, _narrative_unless_a_title),
     ):
         for name in names:
-            module = importlib.import_module(name)
-            if hasattr(module, "is_possible_narrative_text"):
+            module = sys.modules.get(name)
+            if module is not None and hasattr(module, "is_possible_narrative_text"):
                 setattr(module, "is_possible_narrative_text", check)  # noqa: B010

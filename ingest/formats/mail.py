@@ -17,7 +17,7 @@ from typing import Any
 from .base import Attachment, Element, Parsed, ParseError, short_reason
 from .containers import OLE_MAGIC, starts_with
 from .convert import convert
-from .lean import NO_LANGUAGE
+from .lean import NO_LANGUAGE, skip_narrative_checks
 
 MAX_ATTACHMENTS = 50
 MAX_ATTACHMENT_BYTES = 50 * 2**20
@@ -45,6 +45,7 @@ def parse_eml(path: Path, mime: str) -> Parsed:
         raise ParseError("encrypted email: cannot be read without the recipient's key")
     from unstructured.partition.email import partition_email
 
+    skip_narrative_checks()
     raw = partition_email(file=io.BytesIO(data), process_attachments=False, languages=NO_LANGUAGE)
     headers = [(h, _header(msg, h)) for h in ("From", "To", "Cc", "Date", "Subject")]
     return _assemble(path, mime, headers, convert(raw, headings=False), _eml_files(msg))
@@ -139,6 +140,7 @@ def _msg_body(msg: Any) -> list[Element]:
     from unstructured.partition.html import partition_html
     from unstructured.partition.text import partition_text
 
+    skip_narrative_checks()
     try:
         html = msg.html_body
     except (LookupError, UnicodeDecodeError):  # unknown or wrong code page: use the plain body

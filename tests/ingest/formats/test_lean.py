@@ -166,11 +166,11 @@ def unstructured_in_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     from unstructured.partition import text_type
 
-    monkeypatch.setattr(parse_mod, "skip_narrative_checks", lambda: None)
     check = text_type.is_possible_narrative_text
     for name in (*lean.NARRATIVE_CHECKS, *lean.TITLE_AFTER):
         monkeypatch.setattr(importlib.import_module(name), "is_possible_narrative_text", check)
     for module in (parse_mod, mail):
+        monkeypatch.setattr(module, "skip_narrative_checks", lambda: None)
         monkeypatch.setattr(module, "NO_LANGUAGE", None)  # None: detect the language
     yield
 
