@@ -511,11 +511,16 @@ def test_a_document_s_postings_are_found_by_key_not_by_reading_the_vocabulary(
         " FROM chunks WHERE document_id = %s",
         (doc_id,),
     ).fetchone()
-    body = db.execute("SELECT prosrc FROM pg_proc WHERE proname = 'bm25_add_postings'").fetchone()
+    body = db.execute(
+        "SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'bm25_add_postings'"
+    ).fetchone()
     assert args is not None and body is not None
-    sql = body[0]
+    sql, config = body
     for n, name in enumerate(("ids", "colls", "tsvs", "lens"), 1):
         sql = re.sub(rf"\b{name}\b", f"${n}", sql)
+    for setting in config or []:  # the planner settings the function runs with (0014)
+        key, _, value = setting.partition("=")
+        db.execute(f"SET {key} = {value}")
     db.execute(f"SET plan_cache_mode = {plan_mode}")
     db.execute(f"PREPARE add_postings(bigint[], text[], tsvector[], integer[]) AS {sql}")
     cur = psycopg.ClientCursor(db)
